@@ -1,0 +1,42 @@
+// swift-tools-version: 6.0
+// Domus: a Xen-compatible hypervisor on KVM. Targets are layers; see ARCHITECTURE.md.
+import PackageDescription
+
+let package = Package(
+    name: "Domus",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "domus", targets: ["domus"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C shims: the only C the project has. CKVM wraps <linux/kvm.h> and ioctl.
+        .target(name: "CKVM"),
+        // zlib and liblzma, for bzImage payloads.
+        .target(name: "CCompression", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("lzma")]),
+        // Xen's public headers (Debian libxen-dev), used only by tests to check ABI offsets.
+        .target(name: "CXenHeaders"),
+
+        // Layers, bottom up.
+        .target(name: "GuestMemory"),
+        .target(name: "XenABI"),
+        .target(name: "KVM", dependencies: ["CKVM"]),
+        .target(name: "XenStore"),
+        .target(name: "Hypervisor", dependencies: ["XenABI", "GuestMemory"]),
+        .target(name: "Backends", dependencies: ["Hypervisor", "XenABI", "GuestMemory", "XenStore"]),
+        .target(name: "Machine", dependencies: ["KVM", "Hypervisor", "Backends", "XenABI", "GuestMemory"]),
+        .target(name: "Toolstack", dependencies: ["Machine", "Hypervisor", "Backends", "XenStore", "XenABI", "GuestMemory", "CCompression"]),
+        .executableTarget(name: "domus", dependencies: [
+            "Toolstack",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "XenABITests", dependencies: ["XenABI", "CXenHeaders"]),
+        .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "XenABI", "GuestMemory"]),
+        .testTarget(name: "XenStoreTests", dependencies: ["XenStore"]),
+        .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "XenABI", "GuestMemory"]),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "Toolstack", "KVM", "XenABI"]),
+    ]
+)
