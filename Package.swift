@@ -24,10 +24,14 @@ let package = Package(
         .target(name: "XenABI"),
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "XenStore"),
+        // Kernel images: ELF64, Xen notes, bzImage with gzip/XZ payloads. Pure apart from zlib/liblzma.
+        .target(name: "ImageLoader", dependencies: ["CCompression"]),
+        // xl.cfg files: xl's syntax and the domain configuration they describe. Pure.
+        .target(name: "XLConfig"),
         .target(name: "Hypervisor", dependencies: ["XenABI", "GuestMemory"]),
         .target(name: "Backends", dependencies: ["Hypervisor", "XenABI", "GuestMemory", "XenStore"]),
         .target(name: "Machine", dependencies: ["KVM", "Hypervisor", "Backends", "XenABI", "GuestMemory"]),
-        .target(name: "Toolstack", dependencies: ["Machine", "Hypervisor", "Backends", "XenStore", "XenABI", "GuestMemory", "CCompression"]),
+        .target(name: "Toolstack", dependencies: ["Machine", "ImageLoader", "XLConfig", "Hypervisor", "Backends", "XenStore", "XenABI", "GuestMemory"]),
         .executableTarget(name: "domus", dependencies: [
             "Toolstack",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -37,6 +41,8 @@ let package = Package(
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore"]),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "XenABI", "GuestMemory"]),
+        .testTarget(name: "ImageLoaderTests", dependencies: ["ImageLoader", "CCompression"]),
+        .testTarget(name: "XLConfigTests", dependencies: ["XLConfig"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "Toolstack", "KVM", "XenABI"]),
     ]
 )

@@ -1,0 +1,69 @@
+#ifndef CKVM_H
+#define CKVM_H
+/// C shim for the KVM layer: <linux/kvm.h> and non-variadic ioctl wrappers,
+/// which Swift cannot call directly. Nothing else in Domus includes kernel headers.
+#include <linux/kvm.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+
+/// ioctl with no argument. Returns the ioctl result; -1 with errno on failure.
+int ckvm_ioctl_none(int fd, unsigned long request);
+/// ioctl with an integer argument.
+int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg);
+/// ioctl with a pointer argument.
+int ckvm_ioctl_ptr(int fd, unsigned long request, void *arg);
+
+/// Request numbers (function-like macros in <linux/kvm.h>, so not importable).
+static const unsigned long CKVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long CKVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long CKVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long CKVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long CKVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long CKVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long CKVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long CKVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long CKVM_RUN = KVM_RUN;
+static const unsigned long CKVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long CKVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long CKVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long CKVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long CKVM_SET_CPUID2 = KVM_SET_CPUID2;
+static const unsigned long CKVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long CKVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
+static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
+static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+static const unsigned long CKVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
+
+/// A kvm_msrs header followed by room for up to 16 entries.
+typedef struct {
+    struct kvm_msrs header;
+    struct kvm_msr_entry entries[16];
+} ckvm_msr_list;
+
+/// A kvm_cpuid2 header followed by room for up to 128 entries.
+typedef struct {
+    struct kvm_cpuid2 header;
+    struct kvm_cpuid_entry2 entries[128];
+} ckvm_cpuid_list;
+
+/// Exit-info accessors for the anonymous unions of struct kvm_run.
+static inline struct kvm_regs *ckvm_run_sync_regs(struct kvm_run *run) { return &run->s.regs.regs; }
+static inline struct kvm_sregs *ckvm_run_sync_sregs(struct kvm_run *run) { return &run->s.regs.sregs; }
+static inline uint8_t ckvm_run_io_direction(const struct kvm_run *run) { return run->io.direction; }
+static inline uint8_t ckvm_run_io_size(const struct kvm_run *run) { return run->io.size; }
+static inline uint16_t ckvm_run_io_port(const struct kvm_run *run) { return run->io.port; }
+static inline uint32_t ckvm_run_io_count(const struct kvm_run *run) { return run->io.count; }
+static inline uint64_t ckvm_run_io_data_offset(const struct kvm_run *run) { return run->io.data_offset; }
+static inline uint64_t ckvm_run_mmio_phys_addr(const struct kvm_run *run) { return run->mmio.phys_addr; }
+static inline uint32_t ckvm_run_mmio_len(const struct kvm_run *run) { return run->mmio.len; }
+static inline uint8_t ckvm_run_mmio_is_write(const struct kvm_run *run) { return run->mmio.is_write; }
+static inline uint8_t *ckvm_run_mmio_data(struct kvm_run *run) { return run->mmio.data; }
+static inline uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *run) { return run->fail_entry.hardware_entry_failure_reason; }
+static inline uint32_t ckvm_run_internal_suberror(const struct kvm_run *run) { return run->internal.suberror; }
+static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *run) { return run->system_event.type; }
+
+/// Installs a no-op handler for `signo` without SA_RESTART, so a signal sent to a
+/// vCPU thread makes KVM_RUN return EINTR (the kick).
+int ckvm_install_kick_handler(int signo);
+#endif
