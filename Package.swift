@@ -18,9 +18,11 @@ let package = Package(
         .target(name: "CCompression", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("lzma")]),
         // Xen's public headers (Debian libxen-dev), used only by tests to check ABI offsets.
         .target(name: "CXenHeaders"),
+        // Atomic read-modify-write on guest memory (event bitmaps, ring indices).
+        .target(name: "CGuestAtomics"),
 
         // Layers, bottom up.
-        .target(name: "GuestMemory"),
+        .target(name: "GuestMemory", dependencies: ["CGuestAtomics"]),
         .target(name: "XenABI"),
         .target(name: "KVM", dependencies: ["CKVM"]),
         .target(name: "XenStore"),

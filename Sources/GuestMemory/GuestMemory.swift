@@ -1,1 +1,250 @@
-// GuestMemory layer.
+import CGuestAtomics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A guest-physical access outside every mapped region. Hypercall handlers turn
+/// this into -EFAULT for the guest; it never crashes the host.
+public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertible {
+    case outOfRange(address: UInt64, length: UInt64)
+    case misaligned(address: UInt64, alignment: UInt64)
+    case allocationFailed(bytes: UInt64, errno: Int32)
+
+    public var description: String {
+        switch self {
+        case let .outOfRange(address, length):
+            return "guest-physical access 0x\(String(address, radix: 16))+\(length) is outside guest memory"
+        case let .misaligned(address, alignment):
+            return "guest-physical access 0x\(String(address, radix: 16)) is not \(alignment)-byte aligned"
+        case let .allocationFailed(bytes, errno):
+            return "cannot allocate \(bytes) bytes of guest memory (errno \(errno))"
+        }
+    }
+}
+
+/// One contiguous block of host memory backing guest-physical [base, base + size).
+///
+/// The memory is an anonymous shared mapping, so it can be handed to KVM as a memory
+/// slot and, later, to other processes. Reads and writes race with the guest by
+/// nature (the guest owns its memory); shared structures that need atomicity use the
+/// atomic operations of `GuestMemory`.
+public final class GuestMemoryRegion: @unchecked Sendable {
+    /// First guest-physical address of the region.
+    public let base: GuestPhysicalAddress
+    /// Size in bytes; a multiple of the page size.
+    public let size: UInt64
+    /// What the region is for, for diagnostics ("ram", "hypervisor").
+    public let name: String
+    /// Whether the guest may see this region as its own RAM (false for the
+    /// hypervisor's private area).
+    public let isGuestRAM: Bool
+    let pointer: UnsafeMutableRawPointer
+
+    /// Maps `size` bytes of zeroed memory for guest-physical `base`.
+    public init(base: GuestPhysicalAddress, size: UInt64, name: String, isGuestRAM: Bool) throws(GuestMemoryError) {
+        guard size > 0, size % pageSize == 0, base.rawValue % pageSize == 0,
+              base.rawValue.addingReportingOverflow(size).overflow == false,
+              size <= UInt64(Int.max) else {
+            throw .outOfRange(address: base.rawValue, length: size)
+        }
+        // SAFETY: an anonymous mapping that no one else references; checked for MAP_FAILED.
+        let mapped = mmap(nil, Int(size), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        guard let mapped, mapped != MAP_FAILED else {
+            throw .allocationFailed(bytes: size, errno: errno)
+        }
+        self.pointer = mapped
+        self.base = base
+        self.size = size
+        self.name = name
+        self.isGuestRAM = isGuestRAM
+    }
+
+    deinit {
+        // SAFETY: `pointer` was returned by mmap for exactly `size` bytes and is unmapped once.
+        munmap(pointer, Int(size))
+    }
+
+    /// Host virtual address of the region's first byte, for KVM memory slots.
+    public var hostAddress: UInt64 { UInt64(UInt(bitPattern: pointer)) }
+
+    /// Whether [address, address + length) lies inside this region.
+    @inline(__always)
+    func offset(of address: UInt64, length: UInt64) -> Int? {
+        let start = base.rawValue
+        guard address >= start else { return nil }
+        let offset = address - start
+        guard offset <= size, length <= size - offset else { return nil }
+        return Int(offset)
+    }
+}
+
+/// A domain's guest-physical memory: a few regions, with bounds-checked,
+/// little-endian access by guest-physical address.
+///
+/// Every access is checked against the regions; an address outside them is a
+/// `GuestMemoryError`, never a host fault.
+public final class GuestMemory: @unchecked Sendable {
+    /// The regions, sorted by base address, not overlapping.
+    public let regions: [GuestMemoryRegion]
+
+    public init(regions: [GuestMemoryRegion]) {
+        self.regions = regions.sorted { $0.base < $1.base }
+    }
+
+    /// Convenience: one region of guest RAM from guest-physical 0 (tests, fake memory).
+    public convenience init(ramBytes: UInt64) throws(GuestMemoryError) {
+        self.init(regions: [try GuestMemoryRegion(base: GuestPhysicalAddress(0), size: ramBytes, name: "ram", isGuestRAM: true)])
+    }
+
+    /// The guest RAM region starting at guest-physical 0, if any.
+    public var ram: GuestMemoryRegion? { regions.first { $0.isGuestRAM } }
+
+    @inline(__always)
+    func locate(_ address: GuestPhysicalAddress, _ length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        for region in regions {
+            if let offset = region.offset(of: address.rawValue, length: length) {
+                return region.pointer + offset
+            }
+        }
+        throw .outOfRange(address: address.rawValue, length: length)
+    }
+
+    /// Whether [address, address + length) is backed by one region.
+    public func contains(_ address: GuestPhysicalAddress, length: UInt64) -> Bool {
+        regions.contains { $0.offset(of: address.rawValue, length: length) != nil }
+    }
+
+    // MARK: Plain access
+
+    /// Reads a little-endian integer.
+    @inline(__always)
+    public func read<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
+        let pointer = try locate(address, UInt64(MemoryLayout<T>.size))
+        // SAFETY: `locate` checked that the whole value lies inside a live mapping.
+        return T(littleEndian: pointer.loadUnaligned(as: T.self))
+    }
+
+    /// Writes a little-endian integer.
+    @inline(__always)
+    public func write<T: FixedWidthInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        let pointer = try locate(address, UInt64(MemoryLayout<T>.size))
+        // SAFETY: `locate` checked that the whole value lies inside a live mapping.
+        pointer.storeBytes(of: value.littleEndian, as: T.self)
+    }
+
+    /// Reads `count` bytes.
+    public func readBytes(at address: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        guard count > 0 else { return [] }
+        let pointer = try locate(address, UInt64(count))
+        // SAFETY: `locate` checked [address, address + count) lies inside a live mapping.
+        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
+    }
+
+    /// Writes bytes.
+    public func writeBytes<C: Collection>(_ bytes: C, at address: GuestPhysicalAddress) throws(GuestMemoryError) where C.Element == UInt8 {
+        let count = bytes.count
+        guard count > 0 else { return }
+        let pointer = try locate(address, UInt64(count))
+        // SAFETY: `locate` checked [address, address + count) lies inside a live mapping.
+        let destination = UnsafeMutableRawBufferPointer(start: pointer, count: count)
+        if let done = bytes.withContiguousStorageIfAvailable({ destination.copyMemory(from: UnsafeRawBufferPointer($0)) }) {
+            _ = done
+        } else {
+            var index = 0
+            for byte in bytes { destination[index] = byte; index += 1 }
+        }
+    }
+
+    /// Fills `count` bytes with zero.
+    public func zero(at address: GuestPhysicalAddress, count: UInt64) throws(GuestMemoryError) {
+        guard count > 0 else { return }
+        let pointer = try locate(address, count)
+        // SAFETY: `locate` checked the range lies inside a live mapping.
+        memset(pointer, 0, Int(count))
+    }
+
+    /// Copies `count` bytes between two guest-physical ranges (which may overlap).
+    public func copy(from source: GuestPhysicalAddress, to destination: GuestPhysicalAddress, count: UInt64) throws(GuestMemoryError) {
+        guard count > 0 else { return }
+        let from = try locate(source, count)
+        let to = try locate(destination, count)
+        // SAFETY: both ranges were checked to lie inside live mappings; memmove allows overlap.
+        memmove(to, from, Int(count))
+    }
+
+    /// Copies bytes out of guest memory into a host buffer.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        guard buffer.count > 0, let base = buffer.baseAddress else { return }
+        let pointer = try locate(address, UInt64(buffer.count))
+        // SAFETY: the guest range was checked; the host buffer is the caller's, of buffer.count bytes.
+        memcpy(base, pointer, buffer.count)
+    }
+
+    /// Copies bytes from a host buffer into guest memory.
+    public func write(from buffer: UnsafeRawBufferPointer, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        guard buffer.count > 0, let base = buffer.baseAddress else { return }
+        let pointer = try locate(address, UInt64(buffer.count))
+        // SAFETY: the guest range was checked; the host buffer is the caller's, of buffer.count bytes.
+        memcpy(pointer, base, buffer.count)
+    }
+
+    // MARK: Atomic access (for words the guest updates concurrently with locked instructions)
+
+    @inline(__always)
+    func locateAligned(_ address: GuestPhysicalAddress, _ size: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        guard address.rawValue % size == 0 else { throw .misaligned(address: address.rawValue, alignment: size) }
+        return try locate(address, size)
+    }
+
+    /// Atomically ORs `bits` into the 64-bit word at `address`; returns the old value.
+    public func atomicFetchOr(_ bits: UInt64, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt64 {
+        let pointer = try locateAligned(address, 8)
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        return cga_fetch_or64(pointer.assumingMemoryBound(to: UInt64.self), bits)
+    }
+
+    /// Atomically ANDs `bits` into the 64-bit word at `address`; returns the old value.
+    public func atomicFetchAnd(_ bits: UInt64, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt64 {
+        let pointer = try locateAligned(address, 8)
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        return cga_fetch_and64(pointer.assumingMemoryBound(to: UInt64.self), bits)
+    }
+
+    /// Atomically loads the 64-bit word at `address`.
+    public func atomicLoad64(at address: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt64 {
+        let pointer = try locateAligned(address, 8)
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        return cga_load64(pointer.assumingMemoryBound(to: UInt64.self))
+    }
+
+    /// Atomically compares and exchanges the 64-bit word at `address`; returns the value found.
+    public func atomicCompareExchange(at address: GuestPhysicalAddress, expected: UInt64, desired: UInt64) throws(GuestMemoryError) -> UInt64 {
+        let pointer = try locateAligned(address, 8)
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        return cga_compare_exchange64(pointer.assumingMemoryBound(to: UInt64.self), expected, desired)
+    }
+
+    /// Atomically exchanges the byte at `address`; returns the old value.
+    public func atomicExchange(_ value: UInt8, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt8 {
+        let pointer = try locate(address, 1)
+        // SAFETY: in range, and the mapping outlives the call.
+        return cga_exchange8(pointer.assumingMemoryBound(to: UInt8.self), value)
+    }
+
+    /// Atomically loads the 32-bit word at `address` (ring indices).
+    public func atomicLoad32(at address: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt32 {
+        let pointer = try locateAligned(address, 4)
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        return cga_load32(pointer.assumingMemoryBound(to: UInt32.self))
+    }
+
+    /// Atomically stores the 32-bit word at `address` (ring indices).
+    public func atomicStore32(_ value: UInt32, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        let pointer = try locateAligned(address, 4)
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        cga_store32(pointer.assumingMemoryBound(to: UInt32.self), value)
+    }
+
+    /// A full memory barrier between hypervisor accesses to shared guest structures.
+    public func fence() { cga_fence() }
+}

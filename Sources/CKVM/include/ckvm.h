@@ -58,7 +58,7 @@ static inline uint64_t ckvm_run_io_data_offset(const struct kvm_run *run) { retu
 static inline uint64_t ckvm_run_mmio_phys_addr(const struct kvm_run *run) { return run->mmio.phys_addr; }
 static inline uint32_t ckvm_run_mmio_len(const struct kvm_run *run) { return run->mmio.len; }
 static inline uint8_t ckvm_run_mmio_is_write(const struct kvm_run *run) { return run->mmio.is_write; }
-static inline uint8_t *ckvm_run_mmio_data(struct kvm_run *run) { return run->mmio.data; }
+static inline uint8_t *_Nonnull ckvm_run_mmio_data(struct kvm_run *_Nonnull run) { return run->mmio.data; }
 static inline uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *run) { return run->fail_entry.hardware_entry_failure_reason; }
 static inline uint32_t ckvm_run_internal_suberror(const struct kvm_run *run) { return run->internal.suberror; }
 static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *run) { return run->system_event.type; }
@@ -66,4 +66,17 @@ static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *run) { r
 /// Installs a no-op handler for `signo` without SA_RESTART, so a signal sent to a
 /// vCPU thread makes KVM_RUN return EINTR (the kick).
 int ckvm_install_kick_handler(int signo);
+
+
+/// Atomically sets kvm_run.immediate_exit, so a kick from another thread is seen by
+/// the next or current KVM_RUN.
+static inline void ckvm_set_immediate_exit(struct kvm_run *run, uint8_t value) {
+    __atomic_store_n(&run->immediate_exit, value, __ATOMIC_SEQ_CST);
+}
+/// Reads the host's time-stamp counter.
+static inline uint64_t ckvm_rdtsc(void) {
+    uint32_t lo, hi;
+    __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
+    return ((uint64_t)hi << 32) | lo;
+}
 #endif
