@@ -110,23 +110,22 @@ public enum XenFeature {
     public static let writableDescriptorTables = 1
     public static let autoTranslatedPhysmap = 2
     public static let supervisorModeKernel = 3
-    public static let pagetablePaeAbove4GB = 4
+    public static let paePgdirAbove4GB = 4
     public static let mmuPtUpdatePreserveAD = 5
-    public static let highestSupportedGuestFeature = 6
+    public static let highmemAssist = 6
     public static let gnttabMapAvailBits = 7
     public static let hvmCallbackVector = 8
     public static let hvmSafePVClock = 9
     public static let hvmPIRQs = 10
     public static let dom0 = 11
-    public static let gntTabPageMapOrder = 12
+    public static let grantMapIdentity = 12
     public static let memoryOpVnodeSupported = 13
     public static let ARMSMCCCSupported = 14
     public static let linuxRSDPUnrestricted = 15
-    public static let notAllowedPlaceholder = 16
-    public static let directMappedIfAvailable = 17
-    public static let runstatePhysAddr = 18
-    public static let highestSupportedGuestFeatureRead = 19
-    public static let dtPassthrough = 20
+    public static let notDirectMapped = 16
+    public static let directMapped = 17
+    public static let runstatePhysArea = 18
+    public static let vcpuTimePhysArea = 19
 }
 
 /// `VMASST_*` (public/xen.h).

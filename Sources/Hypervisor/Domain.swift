@@ -1,0 +1,146 @@
+import GuestMemory
+import Synchronization
+import XenABI
+
+/// A domain's life, as `xl list` shows it.
+public enum DomainLifecycle: Sendable, Equatable {
+    case running
+    case paused
+    /// The guest asked to shut down (SCHEDOP_shutdown).
+    case shutdown(ShutdownReason)
+    /// The hypervisor crashed the domain for `reason`.
+    case crashed(reason: String)
+
+    public var isFinished: Bool {
+        switch self {
+        case .running, .paused: return false
+        case .shutdown, .crashed: return true
+        }
+    }
+}
+
+/// Where the hypervisor gets time from. The real one reads the host clock and TSC;
+/// tests use a fake.
+public protocol HostClock: Sendable {
+    /// Host monotonic time, nanoseconds.
+    func monotonicNanoseconds() -> UInt64
+    /// Host real time: seconds and nanoseconds since the Unix epoch.
+    func wallClock() -> (seconds: UInt64, nanoseconds: UInt32)
+    /// The guest's time-stamp counter now.
+    func guestTSC() -> UInt64
+    /// Guest TSC frequency, Hz.
+    var tscHz: UInt64 { get }
+}
+
+/// One Xen domain: its memory, its vCPUs, and the state its hypercalls change.
+///
+/// Lock order: `Domain.state` of the lower domain id before that of a higher one; a
+/// vCPU's own fields are touched only by its thread, so they need no lock.
+public final class Domain: @unchecked Sendable {
+    public let id: UInt16
+    public let name: String
+    public let memory: GuestMemory
+    public let layout: DomainLayout
+    public let log: HypervisorLog
+    public let clock: any HostClock
+    public private(set) var vcpus: [VCPU] = []
+
+    /// Domain-wide state shared by its vCPUs and backends.
+    public let state: Mutex<DomainState>
+    /// Lifecycle (running, shut down, crashed).
+    public let lifecycle = Mutex<DomainLifecycle>(.running)
+    /// Called once when the domain shuts down or crashes (any thread).
+    public let onFinish = Mutex<(@Sendable (DomainLifecycle) -> Void)?>(nil)
+    /// Where console_io writes go (Xen's hypervisor console). Defaults to the log.
+    public let consoleIOSink = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
+    /// Trace every hypercall and exit of this domain to the log.
+    public let trace = Atomic<Bool>(false)
+
+    /// Host monotonic time at which this domain's system time is 0.
+    public let bootTime: UInt64
+
+    public init(id: UInt16, name: String, memory: GuestMemory, layout: DomainLayout, vcpuCount: Int,
+                log: HypervisorLog, clock: any HostClock) {
+        self.id = id
+        self.name = name
+        self.memory = memory
+        self.layout = layout
+        self.log = log
+        self.clock = clock
+        self.bootTime = clock.monotonicNanoseconds()
+        self.state = Mutex(DomainState(frameCount: layout.ramFrames))
+        self.vcpus = (0..<max(1, vcpuCount)).map { VCPU(id: $0, domain: self, sharedInfo: layout.sharedInfo) }
+    }
+
+    /// Nanoseconds since the domain booted: Xen's "system time".
+    public func systemTime() -> UInt64 {
+        clock.monotonicNanoseconds() &- bootTime
+    }
+
+    /// Marks the domain shut down with `reason` (first call wins) and notifies the owner.
+    public func shutdown(_ reason: ShutdownReason) {
+        finish(.shutdown(reason))
+    }
+
+    /// Crashes the domain: the hypervisor stops running it and says why.
+    public func crash(_ reason: String) {
+        log.log(.error, "d\(id) crashed: \(reason)")
+        finish(.crashed(reason: reason))
+    }
+
+    private func finish(_ end: DomainLifecycle) {
+        let changed = lifecycle.withLock { current -> Bool in
+            if current.isFinished { return false }
+            current = end
+            return true
+        }
+        guard changed else { return }
+        for vcpu in vcpus { vcpu.wake() }
+        if let handler = onFinish.withLock({ $0 }) { handler(end) }
+    }
+
+    public var isFinished: Bool { lifecycle.withLock { $0.isFinished } }
+
+    /// Writes console_io output.
+    func writeConsoleIO(_ bytes: [UInt8]) {
+        if let sink = consoleIOSink.withLock({ $0 }) {
+            sink(bytes)
+        } else {
+            log.log(.info, "(d\(id)) " + String(decoding: bytes, as: UTF8.self))
+        }
+    }
+
+    /// Total hypercalls by number across vCPUs (for diagnostics).
+    public func hypercallCounts() -> [UInt64: UInt64] {
+        var totals: [UInt64: UInt64] = [:]
+        for vcpu in vcpus {
+            for (number, count) in vcpu.hypercallCounts.enumerated() where count > 0 {
+                totals[UInt64(number), default: 0] += count
+            }
+        }
+        return totals
+    }
+
+    /// Total exits by kind across vCPUs.
+    public func exitCounts() -> [String: UInt64] {
+        var totals: [String: UInt64] = [:]
+        for vcpu in vcpus {
+            for (kind, count) in vcpu.exitCounts { totals[kind, default: 0] += count }
+        }
+        return totals
+    }
+}
+
+/// The domain-wide state behind `Domain.state`'s lock.
+public struct DomainState: Sendable {
+    /// Frame types and counts of guest RAM (the PV MMU's bookkeeping).
+    public var pages: PageTypeTable
+    /// Event channels.
+    public var events = EventChannelTable()
+    /// VM assists the guest enabled (bit per VMASST_TYPE_*).
+    public var vmAssists: UInt64 = 0
+
+    init(frameCount: UInt64) {
+        pages = PageTypeTable(frameCount: frameCount)
+    }
+}

@@ -1,0 +1,163 @@
+import GuestMemory
+import Synchronization
+import XenABI
+
+/// Whether a PV vCPU is running its guest's kernel or a user process. Both run at
+/// CPL 3; the hypervisor keeps the distinction (Xen's `TF_kernel_mode`).
+public enum GuestMode: Sendable, Equatable {
+    case kernel
+    case user
+}
+
+/// A registered guest callback (event, failsafe, syscall, ...).
+public struct GuestCallback: Sendable, Equatable {
+    public var address: UInt64
+    public var masksEvents: Bool
+    public init(address: UInt64, masksEvents: Bool) { self.address = address; self.masksEvents = masksEvents }
+}
+
+/// Work the machine layer must do inside the VM before the guest runs again: page-table
+/// stores to replay at ring 0 (so shadow-paging hosts see them) and TLB flushes.
+public struct PendingMachineWork: Sendable, Equatable {
+    /// Page-table entries written in guest memory, to replay inside the VM.
+    public var pageTableStores: [(GuestPhysicalAddress, UInt64)] = []
+    /// Linear addresses to invalidate.
+    public var invalidations: [UInt64] = []
+    /// Flush the whole (non-global) TLB.
+    public var flushAll = false
+
+    public init() {}
+    public var isEmpty: Bool { pageTableStores.isEmpty && invalidations.isEmpty && !flushAll }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.flushAll == rhs.flushAll && lhs.invalidations == rhs.invalidations
+            && lhs.pageTableStores.map(\.0) == rhs.pageTableStores.map(\.0)
+            && lhs.pageTableStores.map(\.1) == rhs.pageTableStores.map(\.1)
+    }
+}
+
+/// Something that can wake a vCPU: kick it out of the guest, or out of a block.
+/// The machine layer provides it; tests use a recorder.
+public protocol VCPUWaker: AnyObject, Sendable {
+    func wake()
+}
+
+/// The PV state of one vCPU, as Xen keeps it in `struct vcpu` / `struct pv_vcpu`.
+///
+/// Owned by the thread that runs the vCPU: hypercalls and traps of this vCPU mutate it
+/// on that thread only. Other threads reach it only through `wake()` and the
+/// thread-safe `timer` state.
+public final class VCPU: @unchecked Sendable {
+    public let id: Int
+    public unowned let domain: Domain
+
+    // Mode and stacks.
+    public var mode: GuestMode = .kernel
+    public var kernelSS: UInt16 = FlatSelector.kernelSS64
+    public var kernelSP: UInt64 = 0
+
+    // Page tables: the kernel and user L4 (Xen's guest_table and guest_table_user).
+    public var kernelTable: FrameNumber?
+    public var userTable: FrameNumber?
+
+    /// The GS base of the mode not currently active (Xen swaps them on mode switch).
+    public var inactiveGSBase: UInt64 = 0
+
+    // Traps and callbacks.
+    public var trapTable = [TrapInfo?](repeating: nil, count: 256)
+    public var callbacks: [CallbackType: GuestCallback] = [:]
+
+    // Descriptor tables: the guest's GDT frames and entry count, and its LDT.
+    public var gdtFrames: [FrameNumber] = []
+    public var gdtEntries = 0
+    public var ldtBase: UInt64 = 0
+    public var ldtEntries = 0
+
+    /// Where this vCPU's vcpu_info lives (its shared_info slot, or where
+    /// register_vcpu_info put it). Atomic: event senders on other threads read it.
+    private let vcpuInfoRaw: Atomic<UInt64>
+    public var vcpuInfoAddress: GuestPhysicalAddress {
+        get { GuestPhysicalAddress(vcpuInfoRaw.load(ordering: .acquiring)) }
+        set { vcpuInfoRaw.store(newValue.rawValue, ordering: .releasing) }
+    }
+    public var vcpuInfoRegistered = false
+    /// Guest-virtual address of the runstate area, if registered.
+    public var runstateArea: GuestVirtualAddress?
+
+    /// Virtual CR0.TS (fpu_taskswitch).
+    public var virtualTS = false
+    /// Virtual I/O privilege level (physdev_op set_iopl); the real IOPL stays 0.
+    public var virtualIOPL: UInt8 = 0
+    public var debugRegisters = [UInt64](repeating: 0, count: 8)
+    public var online: Bool
+
+    /// Per-vCPU counters: hypercalls by number, exits by kind.
+    public var hypercallCounts = [UInt64](repeating: 0, count: 64)
+    public var exitCounts: [String: UInt64] = [:]
+
+    /// Work for the machine before the guest runs again.
+    public var pendingWork = PendingMachineWork()
+
+    /// Timer state, shared with other threads (the event path sets, the vCPU consumes).
+    public let timer = Mutex<TimerState>(TimerState())
+    public struct TimerState: Sendable {
+        /// Single-shot deadline in system-time nanoseconds.
+        public var deadline: UInt64?
+        /// Periodic timer period (VCPUOP_set_periodic_timer), nanoseconds.
+        public var period: UInt64?
+    }
+
+    /// How to wake this vCPU; set by the machine layer.
+    public let waker = Mutex<(any VCPUWaker)?>(nil)
+    /// Whether the vCPU is blocked in SCHEDOP_block (so event delivery must wake it).
+    public let blocked = Atomic<Bool>(false)
+
+    init(id: Int, domain: Domain, sharedInfo: GuestPhysicalAddress) {
+        self.id = id
+        self.domain = domain
+        self.online = id == 0
+        self.vcpuInfoRaw = Atomic(sharedInfo.rawValue + UInt64(SharedInfoLayout.vcpuInfo(min(id, 31))))
+    }
+
+    /// Kicks or wakes this vCPU so it notices new events or timers.
+    public func wake() {
+        waker.withLock { $0 }?.wake()
+    }
+
+    /// The L4 the hardware must use now.
+    public var activeTable: FrameNumber? { mode == .kernel ? kernelTable : userTable }
+
+    /// "d<domain>v<vcpu>", Xen's way of naming a vCPU in logs.
+    public var name: String { "d\(domain.id)v\(id)" }
+
+    func count(hypercall number: UInt64) {
+        if number < UInt64(hypercallCounts.count) { hypercallCounts[Int(number)] &+= 1 }
+    }
+
+    public func count(exit kind: String) {
+        exitCounts[kind, default: 0] &+= 1
+    }
+
+    // MARK: vcpu_info access
+
+    /// Reads this vCPU's evtchn_upcall_mask.
+    public func upcallMask() -> Bool {
+        let value: UInt8 = (try? domain.memory.read(at: vcpuInfoField(VCPUInfoLayout.upcallMask))) ?? 1
+        return value != 0
+    }
+
+    /// Sets this vCPU's evtchn_upcall_mask.
+    public func setUpcallMask(_ masked: Bool) {
+        try? domain.memory.write(UInt8(masked ? 1 : 0), at: vcpuInfoField(VCPUInfoLayout.upcallMask))
+    }
+
+    /// Whether an event upcall is pending (evtchn_upcall_pending).
+    public func upcallPending() -> Bool {
+        let value: UInt8 = (try? domain.memory.read(at: vcpuInfoField(VCPUInfoLayout.upcallPending))) ?? 0
+        return value != 0
+    }
+
+    func vcpuInfoField(_ offset: Int) -> GuestPhysicalAddress {
+        GuestPhysicalAddress(vcpuInfoAddress.rawValue &+ UInt64(offset))
+    }
+}
