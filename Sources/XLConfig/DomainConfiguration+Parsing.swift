@@ -88,7 +88,7 @@ struct SettingsReader {
                 break
             case .device(let what):
                 if setting.effectiveValue != .list([]) {
-                    devices.append(UnsupportedFeature(key: key, reason: "\(what) are not supported by Domus yet"))
+                    devices.append(UnsupportedFeature(key: key, reason: "Domus does not support \(what) yet"))
                 }
             case .ignored:
                 warn(setting, "xl setting not implemented by Domus, ignored")
