@@ -6,7 +6,12 @@ extension DomainConfiguration {
     /// Parses config text, applies `xl create` command-line overrides (see
     /// `XLConfigFile.applyOverrides`), and builds the configuration.
     public init(parsing text: String, sourceName: String, overrides: [String] = []) throws(XLConfigError) {
-        var file = try XLConfigFile(parsing: text, sourceName: sourceName)
+        try self.init(parsing: Array(text.utf8), sourceName: sourceName, overrides: overrides)
+    }
+
+    /// The same, from the bytes of a config file as read from disk.
+    public init(parsing bytes: [UInt8], sourceName: String, overrides: [String] = []) throws(XLConfigError) {
+        var file = try XLConfigFile(parsing: bytes, sourceName: sourceName)
         try file.applyOverrides(overrides)
         try self.init(file: file)
     }

@@ -189,4 +189,13 @@ import Testing
             try DomainConfiguration(parsing: minimal(), sourceName: "/etc/xen/web1.cfg", overrides: ["memory='lots'"])
         }
     }
+
+    /// `xl create /dev/null 'name="x"' ...`: an empty file and everything on the command line.
+    @Test func everythingFromTheCommandLine() throws {
+        let config = try DomainConfiguration(
+            parsing: [UInt8](), sourceName: "/dev/null",
+            overrides: ["name=\"scratch\"", "kernel=\"/boot/vmlinuz\"; memory=64"])
+        #expect(config.name == "scratch")
+        #expect(config.memoryMiB == 64)
+    }
 }
