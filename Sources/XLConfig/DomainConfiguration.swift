@@ -178,7 +178,7 @@ public struct UnsupportedFeature: Sendable, Hashable, CustomStringConvertible {
 ///
 /// What Domus can run: PV guests booted directly from `kernel`. `type = "pvh"`/`"hvm"`,
 /// `bootloader` and `firmware` are refused while parsing. Disks, vifs, the device keys of
-/// `KnownKeys.devices` and shutdown actions Domus does not carry out are parsed and
+/// device keys (`pci`, `vfb`, `vtpm`, `channel`, `p9`, `usbdev`, `vnuma`, ...) and shutdown actions Domus does not carry out are parsed and
 /// validated, then reported by `unsupportedFeatures()`: the toolstack refuses to build a
 /// domain while that list is non-empty ("until the block/network backends exist").
 public struct DomainConfiguration: Sendable, Hashable {
@@ -233,7 +233,8 @@ public struct DomainConfiguration: Sendable, Hashable {
     /// `vif=[...]`, parsed and validated (xl-network-configuration(5)); a vif's DEVID is its
     /// index unless it sets `devid=`.
     public var vifs: [VifSpec]
-    /// Keys of `KnownKeys.devices` the config set to something non-empty, with what they are.
+    /// Device keys (`pci`, `vfb`, `vtpm`, ...) the config set to something non-empty, with what
+    /// they ask for; part of `unsupportedFeatures()`.
     public var requestedDevices: [UnsupportedFeature]
     /// Everything noticed and ignored while reading: unknown keys, keys Domus ignores,
     /// deprecated spellings, octal numbers.
