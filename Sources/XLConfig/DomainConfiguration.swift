@@ -179,8 +179,9 @@ public struct UnsupportedFeature: Sendable, Hashable, CustomStringConvertible {
 /// What Domus can run: PV guests booted directly from `kernel`. `type = "pvh"`/`"hvm"`,
 /// `bootloader` and `firmware` are refused while parsing. Disks, vifs, device keys (`pci`,
 /// `vfb`, `vtpm`, `channel`, `p9`, `usbdev`, `vnuma`, ...) and shutdown actions Domus does
-/// not carry out are parsed and validated, then reported by `unsupportedFeatures()`: the toolstack refuses to build a
-/// domain while that list is non-empty ("until the block/network backends exist").
+/// not carry out are parsed and validated, then reported by `unsupportedFeatures()`: the
+/// toolstack refuses to build a domain while that list is non-empty ("until the
+/// block/network backends exist").
 public struct DomainConfiguration: Sendable, Hashable {
     /// The name the config was read from; messages about it use this.
     public var sourceName: String
