@@ -81,7 +81,7 @@ enum Decompressor {
     private static func capacityHint(_ input: ArraySlice<UInt8>, limit: Int) -> Int {
         guard input.count >= 4 else { return 0 }
         let trailer = Int(littleEndian(input.suffix(4)))
-        return min(trailer, limit, 1 << 30)
+        return max(0, min(trailer, limit, 1 << 30))
     }
 
     /// Appends `chunk[0..<produced]` to `output` unless that would pass `limit`.

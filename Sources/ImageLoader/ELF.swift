@@ -55,8 +55,8 @@ public struct ProgramHeader: Equatable, Sendable {
 
 /// One ELF64 section header (`Elf64_Shdr`) with its name resolved.
 public struct SectionHeader: Equatable, Sendable {
-    /// Name from the section-name string table, `nil` if there is no table or the
-    /// offset is outside it.
+    /// Name from the section-name string table; `nil` if there is no table, the
+    /// offset is outside it, or the name is longer than `maxNameLength` bytes.
     public var name: String?
     public var type: UInt32
     public var flags: UInt64
@@ -69,6 +69,8 @@ public struct SectionHeader: Equatable, Sendable {
     public var entrySize: UInt64
 
     public static let size = 64
+    /// Longest section name resolved.
+    public static let maxNameLength = 255
     public static let typeNull: UInt32 = 0
     public static let typeStringTable: UInt32 = 3
     public static let typeNote: UInt32 = 7
@@ -271,7 +273,11 @@ public struct ELFFile: Sendable {
             let names = reader.slice(offset: table.offset, length: table.size)
         else { return result }
         for index in result.indices where Int(nameOffsets[index]) < names.count {
-            result[index].name = cString(names[(names.startIndex + Int(nameOffsets[index]))...])
+            let start = names.startIndex + Int(nameOffsets[index])
+            let candidate = names[start...].prefix(SectionHeader.maxNameLength + 1)
+            // Bounded so that thousands of headers sharing one huge unterminated string
+            // cannot multiply it in memory; no section Domus looks for has a long name.
+            if candidate.contains(0) { result[index].name = cString(candidate) }
         }
         return result
     }

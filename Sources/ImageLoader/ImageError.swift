@@ -51,6 +51,8 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
     case noXenNotes
     /// A note header or payload runs past the end of its segment or section.
     case truncatedNote(String)
+    /// More notes, or note bytes, than any kernel has (see `NoteBudget`).
+    case tooManyNotes(String)
     /// A Xen note whose value has a size or content that cannot be interpreted.
     case malformedNote(type: UInt32, reason: String)
     /// A value in the legacy `__xen_guest` string that cannot be parsed.
@@ -142,6 +144,8 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
             return "no Xen notes (__xen_guest / .note.Xen): not a Xen PV kernel"
         case .truncatedNote(let what):
             return "truncated ELF note in \(what)"
+        case .tooManyNotes(let what):
+            return "implausible kernel image: \(what)"
         case .malformedNote(let type, let reason):
             return "malformed Xen note \(XenNoteType.name(of: type)): \(reason)"
         case .malformedGuestInfo(let reason):

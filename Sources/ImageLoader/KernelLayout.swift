@@ -21,43 +21,43 @@ public struct KernelLayout: Equatable, Sendable {
     /// One loadable segment and where it goes.
     public struct Segment: Equatable, Sendable {
         /// Index in the ELF program header table.
-        public var programHeaderIndex: Int
+        public let programHeaderIndex: Int
         /// Destination virtual address: `p_paddr + virtOffset`.
-        public var virtualAddress: UInt64
+        public let virtualAddress: UInt64
         /// `p_paddr` as written in the ELF file.
-        public var physicalAddress: UInt64
+        public let physicalAddress: UInt64
         /// `p_vaddr` as written in the ELF file (informational; not used for placement).
-        public var elfVirtualAddress: UInt64
+        public let elfVirtualAddress: UInt64
         /// `p_offset`: where the bytes start in the ELF file.
-        public var fileOffset: UInt64
+        public let fileOffset: UInt64
         /// `p_filesz`: bytes copied from the file.
-        public var fileSize: UInt64
+        public let fileSize: UInt64
         /// `p_memsz`: bytes occupied in memory; the tail past `fileSize` is zeroed.
-        public var memorySize: UInt64
+        public let memorySize: UInt64
         /// `p_flags` (PF_R 4, PF_W 2, PF_X 1).
-        public var flags: UInt32
+        public let flags: UInt32
     }
 
     /// VIRT_BASE, 0 when the note is absent (small PV kernels).
-    public var virtBase: UInt64
+    public let virtBase: UInt64
     /// PADDR_OFFSET after libelf's defaulting.
-    public var paddrOffset: UInt64
+    public let paddrOffset: UInt64
     /// `virtBase - paddrOffset` (modulo 2^64): added to `p_paddr` to get a virtual address.
-    public var virtOffset: UInt64
+    public let virtOffset: UInt64
     /// First virtual address of the kernel (`virt_kstart`); page aligned.
-    public var kernelStart: UInt64
+    public let kernelStart: UInt64
     /// End of the loaded bytes (`virt_kend`), exclusive and not rounded.
-    public var imageEnd: UInt64
+    public let imageEnd: UInt64
     /// `imageEnd` rounded up to a page: end of the kernel's pages, exclusive.
-    public var kernelEnd: UInt64
+    public let kernelEnd: UInt64
     /// Virtual entry point: the ENTRY note, else `e_entry`.
-    public var entry: UInt64
+    public let entry: UInt64
     /// Virtual address of the hypercall page, if the kernel asks for one.
-    public var hypercallPage: UInt64?
+    public let hypercallPage: UInt64?
     /// INIT_P2M: virtual address for the initial p2m list, if given.
-    public var p2mBase: UInt64?
+    public let p2mBase: UInt64?
     /// Loadable segments in program header order.
-    public var segments: [Segment]
+    public let segments: [Segment]
 
     /// Guest frame of the kernel's first page.
     public var firstPFN: UInt64 { (kernelStart - virtBase) / Self.pageSize }

@@ -12,19 +12,22 @@ extension XenNotes {
     /// Throws `ImageError.noXenNotes` when all three come up empty: the image is a
     /// plain ELF, not a Xen PV kernel.
     public init(elf: ELFFile) throws(ImageError) {
+        var budget = NoteBudget()
         var notes = XenNotes(source: .programHeaderNotes)
         var found = 0
         for (index, segment) in elf.programHeaders.enumerated()
         where segment.type == ProgramHeader.typeNote && segment.offset != 0 {
             found += try notes.apply(
-                noteArea: elf.contents(of: segment), describedAs: "PT_NOTE segment \(index)")
+                noteArea: elf.contents(of: segment), describedAs: "PT_NOTE segment \(index)",
+                budget: &budget)
         }
         if found == 0 {
             notes = XenNotes(source: .sectionNotes)
             for (index, section) in elf.sections.enumerated()
             where index > 0 && section.type == SectionHeader.typeNote {
                 let label = "SHT_NOTE section \(index)" + (section.name.map { " (\($0))" } ?? "")
-                found += try notes.apply(noteArea: elf.contents(of: section), describedAs: label)
+                found += try notes.apply(
+                    noteArea: elf.contents(of: section), describedAs: label, budget: &budget)
             }
         }
         if found == 0, let guestSection = elf.section(named: "__xen_guest") {
@@ -42,7 +45,10 @@ extension XenNotes {
     /// Layout per note (`Elf64_Nhdr`): namesz, descsz, type as 32-bit words, then the
     /// name and the descriptor, each padded to 4 bytes (libelf-tools.c
     /// `elf_note_next`). Fewer than 12 trailing bytes are padding.
-    mutating func apply(noteArea: ArraySlice<UInt8>, describedAs label: String) throws(ImageError) -> Int {
+    mutating func apply(
+        noteArea: ArraySlice<UInt8>, describedAs label: String, budget: inout NoteBudget
+    ) throws(ImageError) -> Int {
+        try budget.spend(bytes: noteArea.count)
         let area = ByteReader(Array(noteArea))
         var position: UInt64 = 0
         var count = 0
@@ -59,6 +65,7 @@ extension XenNotes {
                 let descriptor = area.slice(offset: descriptorStart, length: UInt64(descriptorSize))
             else { throw .truncatedNote(label) }
             position = alignUp4(descriptorEnd)
+            try budget.spendNote()
             guard cString(name) == "Xen" else { continue }
             try apply(XenNote(type: type, descriptor: Array(descriptor)))
             count += 1
@@ -168,6 +175,33 @@ extension XenNotes {
             throw .malformedGuestInfo("\(name) value \"\(value)\" is not a number")
         }
         return number
+    }
+}
+
+/// Bounds the work and memory note parsing may take. Segments and sections may all
+/// point at the same bytes, so without a bound a small file could make the parser
+/// scan, and keep copies of, the same notes tens of thousands of times.
+struct NoteBudget {
+    /// Notes examined across all areas: libelf's `ELF_MAX_TOTAL_NOTE_COUNT`.
+    static let maxNotes = 65536
+    /// Note-area bytes scanned across all areas; Debian's kernel has about 500.
+    static let maxBytes = 16 << 20
+
+    private(set) var notes = 0
+    private(set) var bytes = 0
+
+    mutating func spend(bytes count: Int) throws(ImageError) {
+        guard count <= Self.maxBytes - bytes else {
+            throw .tooManyNotes("ELF note areas exceed \(Self.maxBytes >> 20) MiB in total")
+        }
+        bytes += count
+    }
+
+    mutating func spendNote() throws(ImageError) {
+        guard notes < Self.maxNotes else {
+            throw .tooManyNotes("more than \(Self.maxNotes) ELF notes")
+        }
+        notes += 1
     }
 }
 

@@ -202,6 +202,15 @@ struct ELFTests {
         setLittleEndian(&bytes, at: offsets.sectionHeader(1), 0xffff_ffff, count: 4)
         let elf = try ELFFile(bytes: bytes)
         #expect(elf.sections[1].name == nil)
+        // Names longer than 255 bytes are not resolved.
+        var builder = ELFBuilder.linuxLike()
+        builder.extraSections = [
+            .init(name: String(repeating: "n", count: 255), type: 1, contents: [1]),
+            .init(name: String(repeating: "l", count: 256), type: 1, contents: [2]),
+        ]
+        let named = try ELFFile(bytes: builder.build())
+        #expect(named.sections[2].name?.count == 255)
+        #expect(named.sections[3].name == nil)
         // No table at all: names are nil, parsing succeeds.
         bytes = original
         setLittleEndian(&bytes, at: 62, 0, count: 2)

@@ -163,6 +163,37 @@ struct XenNotesTests {
         }
     }
 
+    @Test("Note parsing is bounded: at most 65536 notes and 16 MiB of note bytes")
+    func noteBudget() throws {
+        // 1 MiB of zeros is 87381 empty notes.
+        var builder = ELFBuilder.linuxLike()
+        builder.notePlacement = .sectionOnly
+        builder.notes = []
+        builder.extraSections = [.init(name: ".note.zero", type: 7, contents: [UInt8](repeating: 0, count: 1 << 20))]
+        expectError(.tooManyNotes("more than 65536 ELF notes")) { () throws(ImageError) in
+            try XenNotes(elf: ELFFile(bytes: builder.build()))
+        }
+
+        // Seventeen PT_NOTE segments over the same 1 MiB note.
+        let bigNote = TestNote(name: "GNU", type: 1, descriptor: [UInt8](repeating: 7, count: (1 << 20) - 16))
+        builder = ELFBuilder.linuxLike()
+        builder.extraSections = [.init(name: ".note.big", type: 1, contents: bigNote.encoded)]
+        for _ in 0..<17 {
+            builder.segments.append(.init(type: 4, flags: 4, physicalAddress: 0, virtualAddress: 0, contents: [0], memorySize: 1))
+        }
+        let (original, offsets) = builder.buildWithOffsets()
+        var bytes = original
+        let bigSection = offsets.sectionHeader(2)
+        let areaOffset = littleEndian(bytes[(bigSection + 24)..<(bigSection + 32)])
+        for index in 2..<19 {
+            setLittleEndian(&bytes, at: offsets.programHeader(index) + 8, areaOffset, count: 8)
+            setLittleEndian(&bytes, at: offsets.programHeader(index) + 32, UInt64(bigNote.encoded.count), count: 8)
+        }
+        expectError(.tooManyNotes("ELF note areas exceed 16 MiB in total")) { () throws(ImageError) in
+            try XenNotes(elf: ELFFile(bytes: bytes))
+        }
+    }
+
     @Test("Legacy __xen_guest string")
     func legacyGuestSection() throws {
         let text = "GUEST_OS=linux,GUEST_VER=2.6,XEN_VER=xen-3.0,VIRT_BASE=0xC0000000,"
