@@ -103,14 +103,17 @@ enum Decompressor {
     /// only), as Xen's `xc_dom_try_gunzip` does.
     static func gunzip(_ input: ArraySlice<UInt8>, limit: Int) throws(ImageError) -> [UInt8] {
         let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
-        // SAFETY: zeroed z_stream = Z_NULL allocators and no input, as zlib requires
-        // before inflateInit2. zlib keeps a back pointer to the stream, hence the heap
-        // allocation: the struct must not move while zlib state exists.
+        // SAFETY: allocated, initialized and freed in this function only. A zeroed
+        // z_stream has Z_NULL allocators and no input, as inflateInit2 requires. zlib
+        // keeps a back pointer to the stream, hence the heap allocation: the struct must
+        // not move while zlib state exists.
         stream.initialize(to: z_stream())
         defer {
             stream.deinitialize(count: 1)
             stream.deallocate()
         }
+        // SAFETY: the decoder writes at most `chunkSize` bytes per call into this buffer,
+        // which lives until the function returns; it is read only up to what was written.
         let chunk = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: chunkSize)
         defer { chunk.deallocate() }
 
@@ -156,9 +159,10 @@ enum Decompressor {
                     continue
                 case Z_OK, Z_BUF_ERROR:
                     // No progress possible: the input ended inside the stream.
-                    return .failure(inputLeft
-                        ? .corruptCompressedData(.gzip, "decoder made no progress")
-                        : .truncatedCompressedData(.gzip))
+                    return .failure(
+                        inputLeft
+                            ? .corruptCompressedData(.gzip, "decoder made no progress")
+                            : .truncatedCompressedData(.gzip))
                 case Z_DATA_ERROR:
                     return .failure(.corruptCompressedData(.gzip, zlibMessage(stream) ?? "invalid data"))
                 case Z_NEED_DICT:
@@ -187,13 +191,16 @@ enum Decompressor {
     /// x86 BCJ filter Debian's kernels use; as Xen's `xc_try_xz_decode`.
     static func unxz(_ input: ArraySlice<UInt8>, limit: Int) throws(ImageError) -> [UInt8] {
         let stream = UnsafeMutablePointer<lzma_stream>.allocate(capacity: 1)
-        // SAFETY: a zeroed lzma_stream is LZMA_STREAM_INIT. Heap-allocated so it does
-        // not move while liblzma holds internal state for it.
+        // SAFETY: allocated, initialized and freed in this function only. A zeroed
+        // lzma_stream is LZMA_STREAM_INIT. Heap-allocated so it does not move while
+        // liblzma holds internal state for it.
         stream.initialize(to: lzma_stream())
         defer {
             stream.deinitialize(count: 1)
             stream.deallocate()
         }
+        // SAFETY: the decoder writes at most `chunkSize` bytes per call into this buffer,
+        // which lives until the function returns; it is read only up to what was written.
         let chunk = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: chunkSize)
         defer { chunk.deallocate() }
 
@@ -245,8 +252,9 @@ enum Decompressor {
                 case LZMA_MEM_ERROR:
                     return .failure(.decompressorFailure(.xz, "out of memory"))
                 case LZMA_MEMLIMIT_ERROR:
-                    return .failure(.decompressorFailure(
-                        .xz, "decoder needs more than \(xzMemoryLimit >> 20) MiB of memory"))
+                    return .failure(
+                        .decompressorFailure(
+                            .xz, "decoder needs more than \(xzMemoryLimit >> 20) MiB of memory"))
                 default:
                     return .failure(.decompressorFailure(.xz, "lzma_code returned \(status.rawValue)"))
                 }

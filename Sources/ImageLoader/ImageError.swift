@@ -106,7 +106,13 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The decompressor could not be set up (out of memory or library error).
     case decompressorFailure(Compression, String)
 
+    /// One line: control characters from file-derived strings (note values, section
+    /// names) or paths are escaped, so a hostile image cannot forge terminal output.
     public var description: String {
+        singleLine(message)
+    }
+
+    private var message: String {
         switch self {
         case .fileNotFound(let path):
             return "kernel file \(path) does not exist"
@@ -175,7 +181,7 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
             return "INIT_P2M address \(hex(address)) lies inside the kernel image "
                 + "\(hex(start))-\(hex(end))"
         case .unknownRequiredFeature(let name):
-            return "kernel requires unknown Xen feature \"\(name)\""
+            return "kernel requires unknown Xen feature \(quoted(name))"
         case .requiresDom0:
             return "kernel requires dom0 (FEATURES !dom0); Domus boots only unprivileged guests"
         case .bsdSymtabUnsupported:
@@ -212,8 +218,24 @@ private func twoDigits(_ value: UInt16) -> String {
     value < 10 ? "0\(value)" : "\(value)"
 }
 
-private func quoted(_ value: String?) -> String {
-    value.map { "\"\($0)\"" } ?? "absent"
+/// A file-derived value in quotes, shortened to 64 characters; "absent" for `nil`.
+func quoted(_ value: String?) -> String {
+    guard let value else { return "absent" }
+    let shown = value.count > 64 ? value.prefix(64) + "…" : Substring(value)
+    return "\"\(shown)\""
+}
+
+/// `text` with control characters (newlines included) written as `\u{…}` escapes.
+private func singleLine(_ text: String) -> String {
+    var result = ""
+    for scalar in text.unicodeScalars {
+        if scalar.properties.generalCategory == .control {
+            result += "\\u{" + String(scalar.value, radix: 16) + "}"
+        } else {
+            result.unicodeScalars.append(scalar)
+        }
+    }
+    return result
 }
 
 private func mebibytes(_ bytes: Int) -> String {

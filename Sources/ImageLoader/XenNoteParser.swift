@@ -172,7 +172,7 @@ extension XenNotes {
 
     private func legacyNumber(_ name: String, _ value: String) throws(ImageError) -> UInt64 {
         guard let number = parseCNumber(value) else {
-            throw .malformedGuestInfo("\(name) value \"\(value)\" is not a number")
+            throw .malformedGuestInfo("\(name) value \(quoted(value)) is not a number")
         }
         return number
     }

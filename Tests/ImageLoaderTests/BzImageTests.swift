@@ -48,8 +48,9 @@ struct BzImageTests {
     func oldProtocol() throws {
         let image = makeBzImage(payload: try gzip(elf), uncompressedSize: elf.count, version: 0x0207)
         expectError(.bzImageProtocolTooOld(0x0207)) { () throws(ImageError) in try KernelImage.load(bytes: image) }
-        #expect(ImageError.bzImageProtocolTooOld(0x0207).description
-            == "bzImage boot protocol 2.07 is older than 2.08, which Xen requires")
+        #expect(
+            ImageError.bzImageProtocolTooOld(0x0207).description
+                == "bzImage boot protocol 2.07 is older than 2.08, which Xen requires")
     }
 
     @Test("bzImage header cut short")
@@ -75,9 +76,11 @@ struct BzImageTests {
         }
     }
 
-    @Test("Recognized but unsupported payload compressions", arguments: [
-        Compression.bzip2, .lzma, .lzo, .lz4, .zstd,
-    ])
+    @Test(
+        "Recognized but unsupported payload compressions",
+        arguments: [
+            Compression.bzip2, .lzma, .lzo, .lz4, .zstd,
+        ])
     func unsupported(_ compression: Compression) {
         let payload = compression.magic + [UInt8](repeating: 0x55, count: 64)
         let image = makeBzImage(payload: payload, uncompressedSize: 1 << 20)
@@ -92,8 +95,9 @@ struct BzImageTests {
 
     @Test("The zstd message names the format")
     func zstdMessage() {
-        #expect(ImageError.unsupportedCompression(.zstd, context: "bzImage payload").description
-            == "bzImage payload is zstd-compressed, which Domus does not support")
+        #expect(
+            ImageError.unsupportedCompression(.zstd, context: "bzImage payload").description
+                == "bzImage payload is zstd-compressed, which Domus does not support")
     }
 
     @Test("Payload with no known magic")
@@ -106,7 +110,9 @@ struct BzImageTests {
     func payloadNotELF() throws {
         let text = Array(repeating: Array("not a kernel ".utf8), count: 20).flatMap { $0 }
         let image = makeBzImage(payload: try gzip(text), uncompressedSize: text.count)
-        expectError(.payloadNotELF("bzImage gzip payload")) { () throws(ImageError) in try KernelImage.load(bytes: image) }
+        expectError(.payloadNotELF("bzImage gzip payload")) { () throws(ImageError) in
+            try KernelImage.load(bytes: image)
+        }
         let compressedText = try xz(text)
         expectError(.payloadNotELF("XZ-compressed kernel file")) { () throws(ImageError) in
             try KernelImage.load(bytes: compressedText)
@@ -123,8 +129,9 @@ struct BzImageTests {
         expectError(.decompressedSizeExceedsLimit(compression, limit: 2 << 20)) { () throws(ImageError) in
             try KernelImage.load(bytes: image, options: options)
         }
-        #expect(ImageError.decompressedSizeExceedsLimit(compression, limit: 2 << 20).description
-            == "\(compression.name) data decompresses to more than the 2 MiB limit")
+        #expect(
+            ImageError.decompressedSizeExceedsLimit(compression, limit: 2 << 20).description
+                == "\(compression.name) data decompresses to more than the 2 MiB limit")
         // Exactly at the cap is allowed.
         let exact = try Decompressor.decompress(compressed[...], as: compression, limit: 3 << 20, context: "test")
         #expect(exact.count == 3 << 20)
@@ -146,7 +153,8 @@ struct BzImageTests {
         var image = makeBzImage(payload: Array(compressed.prefix(compressed.count / 2)), uncompressedSize: elf.count)
         image.removeLast(100 + 4)
         setLittleEndian(&image, at: 0x24c, UInt64(compressed.count / 2), count: 4)
-        expectError(.truncatedCompressedData(compression)) { () throws(ImageError) in try KernelImage.load(bytes: image) }
+        expectError(.truncatedCompressedData(compression)) { () throws(ImageError) in try KernelImage.load(bytes: image)
+        }
         #expect(ImageError.truncatedCompressedData(compression).description == "\(compression.name) data is truncated")
     }
 

@@ -104,7 +104,11 @@ struct ELFTests {
     func programHeadersTruncated() {
         var bytes = ELFBuilder.linuxLike().build()
         setLittleEndian(&bytes, at: 32, UInt64(bytes.count - 100), count: 8)  // e_phoff
-        expectError(.truncated("3 program headers at offset \(hex(UInt64(bytes.count - 100))) run past the end of the \(bytes.count)-byte file")) {
+        expectError(
+            .truncated(
+                "3 program headers at offset \(hex(UInt64(bytes.count - 100))) run past the end of the \(bytes.count)-byte file"
+            )
+        ) {
             () throws(ImageError) in try ELFFile(bytes: bytes)
         }
         // An e_phoff near 2^64 must not wrap around into the file.
@@ -132,7 +136,9 @@ struct ELFTests {
         var bytes = original
         let header = offsets.programHeader(0)
         setLittleEndian(&bytes, at: header + 8, UInt64(bytes.count - 0x100), count: 8)  // p_offset
-        expectError(.segmentOutsideFile(index: 0, offset: UInt64(bytes.count - 0x100), size: 0x2000, fileSize: bytes.count)) {
+        expectError(
+            .segmentOutsideFile(index: 0, offset: UInt64(bytes.count - 0x100), size: 0x2000, fileSize: bytes.count)
+        ) {
             () throws(ImageError) in try ELFFile(bytes: bytes)
         }
         // p_offset + p_filesz overflowing 64 bits.
@@ -171,13 +177,19 @@ struct ELFTests {
         let (original, offsets) = ELFBuilder.linuxLike().buildWithOffsets()
         var bytes = original
         setLittleEndian(&bytes, at: 40, UInt64(bytes.count - 64), count: 8)  // e_shoff
-        expectError(.truncated("3 section headers at offset \(hex(UInt64(bytes.count - 64))) run past the end of the \(bytes.count)-byte file")) {
+        expectError(
+            .truncated(
+                "3 section headers at offset \(hex(UInt64(bytes.count - 64))) run past the end of the \(bytes.count)-byte file"
+            )
+        ) {
             () throws(ImageError) in try ELFFile(bytes: bytes)
         }
         bytes = original
         let section = offsets.sectionHeader(1)
         setLittleEndian(&bytes, at: section + 32, 0x10_0000, count: 8)  // sh_size
-        expectError(.sectionOutsideFile(index: 1, offset: UInt64(offsets.noteArea), size: 0x10_0000, fileSize: bytes.count)) {
+        expectError(
+            .sectionOutsideFile(index: 1, offset: UInt64(offsets.noteArea), size: 0x10_0000, fileSize: bytes.count)
+        ) {
             () throws(ImageError) in try ELFFile(bytes: bytes)
         }
         bytes = original
@@ -215,5 +227,58 @@ struct ELFTests {
         bytes = original
         setLittleEndian(&bytes, at: 62, 0, count: 2)
         #expect(try ELFFile(bytes: bytes).sections.allSatisfy { $0.name == nil })
+    }
+}
+
+/// SplitMix64: a small seeded generator so the mutation test is reproducible.
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9e37_79b9_7f4a_7c15
+        var value = state
+        value = (value ^ (value >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        value = (value ^ (value >> 27)) &* 0x94d0_49bb_1331_11eb
+        return value ^ (value >> 31)
+    }
+}
+
+@Suite("Hostile input")
+struct HostileInputTests {
+    /// Random byte and field corruption of valid images must end in a result or an
+    /// `ImageError`, never a trap. Header fields get whole 64-bit garbage values so
+    /// offsets, sizes and counts hit their overflow paths.
+    @Test("Mutated ELF and bzImage files never crash the loader")
+    func mutations() throws {
+        let elf = ELFBuilder.linuxLike().build()
+        let bzImage = makeBzImage(payload: try gzip(elf), uncompressedSize: elf.count)
+        var generator = SplitMix64(state: 0x00d0_0500)
+        let options = ImageLoadOptions(maxDecompressedSize: 1 << 20)
+        var loaded = 0
+        var rejected = 0
+        for round in 0..<3000 {
+            var bytes = round % 3 == 0 ? bzImage : elf
+            for _ in 0..<Int.random(in: 1...4, using: &generator) {
+                if Bool.random(using: &generator) {
+                    // A whole 8-byte field: in the ELF/bzImage and program headers, or
+                    // anywhere (the section headers are at the end of the ELF file).
+                    let end = Bool.random(using: &generator) ? min(bytes.count, 0x260) : bytes.count
+                    let offset = Int.random(in: 0..<(end - 8), using: &generator)
+                    setLittleEndian(&bytes, at: offset, generator.next(), count: 8)
+                } else {
+                    let index = Int.random(in: 0..<bytes.count, using: &generator)
+                    bytes[index] = UInt8.random(in: 0...255, using: &generator)
+                }
+            }
+            do {
+                _ = try KernelImage.load(bytes: bytes, options: options)
+                loaded += 1
+            } catch {
+                #expect(!error.description.isEmpty && !error.description.contains("\n"))
+                rejected += 1
+            }
+        }
+        #expect(loaded + rejected == 3000)
+        #expect(rejected > 0)
     }
 }

@@ -100,8 +100,9 @@ struct KernelLayoutTests {
         expectError(.unsupportedXenVersion(nil)) { () throws(ImageError) in
             try loadLinuxLike(removing(.xenVersion))
         }
-        #expect(ImageError.unsupportedXenVersion("xen-2.0").description
-            == "kernel is not built for Xen 3.0 (XEN_VERSION \"xen-2.0\")")
+        #expect(
+            ImageError.unsupportedXenVersion("xen-2.0").description
+                == "kernel is not built for Xen 3.0 (XEN_VERSION \"xen-2.0\")")
         _ = try loadLinuxLike(setting(.string(.xenVersion, "xen-3.0-x86_64")))
     }
 
@@ -128,10 +129,14 @@ struct KernelLayoutTests {
 
     @Test("Entry point outside [kstart, kend)")
     func entryOutside() {
-        expectError(.entryOutsideKernel(entry: 0xffff_ffff_80ff_f000, start: 0xffff_ffff_8100_0000, end: 0xffff_ffff_8100_3800)) {
+        expectError(
+            .entryOutsideKernel(entry: 0xffff_ffff_80ff_f000, start: 0xffff_ffff_8100_0000, end: 0xffff_ffff_8100_3800)
+        ) {
             () throws(ImageError) in try loadLinuxLike(setting(.number(.entry, 0xffff_ffff_80ff_f000)))
         }
-        expectError(.entryOutsideKernel(entry: 0xffff_ffff_8100_3800, start: 0xffff_ffff_8100_0000, end: 0xffff_ffff_8100_3800)) {
+        expectError(
+            .entryOutsideKernel(entry: 0xffff_ffff_8100_3800, start: 0xffff_ffff_8100_0000, end: 0xffff_ffff_8100_3800)
+        ) {
             () throws(ImageError) in try loadLinuxLike(setting(.number(.entry, 0xffff_ffff_8100_3800)))
         }
         // Without an ENTRY note, e_entry (a physical address here) is checked the same way.
@@ -145,14 +150,19 @@ struct KernelLayoutTests {
         let kernel = try loadLinuxLike(setting(.number(.hypercallPage, 0xffff_ffff_8100_1000)))
         #expect(kernel.layout.hypercallPage == 0xffff_ffff_8100_1000)
         #expect(kernel.layout.pfn(of: 0xffff_ffff_8100_1000) == 0x1001)
-        expectError(.hypercallPageOutsideKernel(address: 0xffff_ffff_8200_0000, start: 0xffff_ffff_8100_0000, end: 0xffff_ffff_8100_3800)) {
+        expectError(
+            .hypercallPageOutsideKernel(
+                address: 0xffff_ffff_8200_0000, start: 0xffff_ffff_8100_0000, end: 0xffff_ffff_8100_3800)
+        ) {
             () throws(ImageError) in try loadLinuxLike(setting(.number(.hypercallPage, 0xffff_ffff_8200_0000)))
         }
     }
 
     @Test("INIT_P2M inside the kernel")
     func p2mInside() {
-        expectError(.p2mInsideKernel(address: 0xffff_ffff_8100_2000, start: 0xffff_ffff_8100_0000, end: 0xffff_ffff_8100_3800)) {
+        expectError(
+            .p2mInsideKernel(address: 0xffff_ffff_8100_2000, start: 0xffff_ffff_8100_0000, end: 0xffff_ffff_8100_3800)
+        ) {
             () throws(ImageError) in try loadLinuxLike(setting(.number(.initP2M, 0xffff_ffff_8100_2000)))
         }
     }
@@ -199,5 +209,20 @@ struct KernelLayoutTests {
                 for index in builder.segments.indices { builder.segments[index].flags = 0 }
             })
         }
+    }
+}
+
+@Suite("Error messages")
+struct ErrorMessageTests {
+    @Test("File-derived strings cannot break the one-line message")
+    func controlCharactersEscaped() {
+        let error = ImageError.unsupportedGuest(guestOS: "evil\nFAKE: ok\u{1b}[2J", loader: nil)
+        #expect(error.description
+            == "kernel is neither for Linux nor for the generic loader "
+            + "(GUEST_OS \"evil\\u{a}FAKE: ok\\u{1b}[2J\", LOADER absent)")
+        let long = ImageError.unsupportedXenVersion(String(repeating: "x", count: 500))
+        #expect(long.description.count < 120)
+        #expect(ImageError.unreadable(path: "/a\nb", reason: "Permission denied").description
+            == "cannot read kernel file /a\\u{a}b: Permission denied")
     }
 }

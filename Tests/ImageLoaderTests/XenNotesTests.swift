@@ -54,10 +54,11 @@ struct XenNotesTests {
         #expect(parsed.acceptsUnmappedInitrd)
         #expect(parsed.supportedFeatures == [0x8801])
         #expect(parsed.phys32Entry == 0x100_0850)
-        #expect(parsed.unknown == [
-            XenNote(type: 0, descriptor: Array("NAME=value\0".utf8)),
-            XenNote(type: 0x1000001, descriptor: [1, 2, 3]),
-        ])
+        #expect(
+            parsed.unknown == [
+                XenNote(type: 0, descriptor: Array("NAME=value\0".utf8)),
+                XenNote(type: 0x1000001, descriptor: [1, 2, 3]),
+            ])
         // writable_page_tables (0) and pae_pgdir_above_4gb (4) from FEATURES, plus 0x8801.
         #expect(parsed.supportedFeatureBits == 0x8811)
         #expect(parsed.requiredFeatureBits == 0x1)
@@ -179,7 +180,8 @@ struct XenNotesTests {
         builder = ELFBuilder.linuxLike()
         builder.extraSections = [.init(name: ".note.big", type: 1, contents: bigNote.encoded)]
         for _ in 0..<17 {
-            builder.segments.append(.init(type: 4, flags: 4, physicalAddress: 0, virtualAddress: 0, contents: [0], memorySize: 1))
+            builder.segments.append(
+                .init(type: 4, flags: 4, physicalAddress: 0, virtualAddress: 0, contents: [0], memorySize: 1))
         }
         let (original, offsets) = builder.buildWithOffsets()
         var bytes = original
@@ -196,12 +198,15 @@ struct XenNotesTests {
 
     @Test("Legacy __xen_guest string")
     func legacyGuestSection() throws {
-        let text = "GUEST_OS=linux,GUEST_VER=2.6,XEN_VER=xen-3.0,VIRT_BASE=0xC0000000,"
+        let text =
+            "GUEST_OS=linux,GUEST_VER=2.6,XEN_VER=xen-3.0,VIRT_BASE=0xC0000000,"
             + "VIRT_ENTRY=0xC0100000,HYPERCALL_PAGE=0x102,LOADER=generic,"
             + "FEATURES=writable_page_tables|!pae_pgdir_above_4gb,PAE=yes[extended-cr3],BOGUS\0junk"
         var builder = ELFBuilder(
             segments: [
-                .init(physicalAddress: 0xc010_0000, virtualAddress: 0xc010_0000, contents: pattern(0x3000, seed: 3), memorySize: 0x4000)
+                .init(
+                    physicalAddress: 0xc010_0000, virtualAddress: 0xc010_0000, contents: pattern(0x3000, seed: 3),
+                    memorySize: 0x4000)
             ],
             notes: [])
         builder.extraSections = [.init(name: "__xen_guest", type: 1, contents: Array(text.utf8))]
