@@ -41,6 +41,12 @@ public final class Domain: @unchecked Sendable {
     public let name: String
     public let memory: GuestMemory
     public let layout: DomainLayout
+    /// The most frames the domain may have (xl's maxmem).
+    public let maximumFrames: UInt64
+    /// The CPUID values a PV guest of this domain sees.
+    public let cpuid: CPUIDPolicy
+    /// Guest-virtual address of the hypercall page, if the kernel asked for one.
+    public let hypercallPage = Atomic<UInt64>(0)
     public let log: HypervisorLog
     public let clock: any HostClock
     public private(set) var vcpus: [VCPU] = []
@@ -53,15 +59,26 @@ public final class Domain: @unchecked Sendable {
     public let onFinish = Mutex<(@Sendable (DomainLifecycle) -> Void)?>(nil)
     /// Where console_io writes go (Xen's hypervisor console). Defaults to the log.
     public let consoleIOSink = Mutex<(@Sendable ([UInt8]) -> Void)?>(nil)
+    /// Finds another domain by id, for interdomain event channels and grant copies.
+    /// Set by the toolstack that owns all domains.
+    public let peers = Mutex<(@Sendable (UInt16) -> Domain?)?>(nil)
     /// Trace every hypercall and exit of this domain to the log.
     public let trace = Atomic<Bool>(false)
+    /// SCHEDOP_shutdown_code: the reason to report if the domain stops without saying.
+    public let shutdownCode = Atomic<UInt32>(UInt32.max)
+    /// The domain's UUID (xen_domain_handle_t), 16 bytes.
+    public let handle: [UInt8]
 
     /// Host monotonic time at which this domain's system time is 0.
     public let bootTime: UInt64
 
     public init(id: UInt16, name: String, memory: GuestMemory, layout: DomainLayout, vcpuCount: Int,
-                log: HypervisorLog, clock: any HostClock) {
+                log: HypervisorLog, clock: any HostClock, cpuid: CPUIDPolicy = CPUIDPolicy(hostLeaves: []),
+                maximumFrames: UInt64? = nil, handle: [UInt8] = [UInt8](repeating: 0, count: 16)) {
         self.id = id
+        self.cpuid = cpuid
+        self.maximumFrames = max(maximumFrames ?? layout.ramFrames, layout.ramFrames)
+        self.handle = Array((handle + [UInt8](repeating: 0, count: 16)).prefix(16))
         self.name = name
         self.memory = memory
         self.layout = layout
@@ -100,6 +117,17 @@ public final class Domain: @unchecked Sendable {
     }
 
     public var isFinished: Bool { lifecycle.withLock { $0.isFinished } }
+
+    /// What the page-type operations need from this domain.
+    var mmuEnvironment: MMUEnvironment {
+        MMUEnvironment(memory: memory, layout: layout, log: log, domainID: id)
+    }
+
+    /// The domain with id `id`: this one, or a peer.
+    public func domain(_ id: UInt16) -> Domain? {
+        if id == DomainID.`self` || id == self.id { return self }
+        return peers.withLock { $0 }?(id)
+    }
 
     /// Writes console_io output.
     func writeConsoleIO(_ bytes: [UInt8]) {

@@ -29,6 +29,13 @@ public struct PendingMachineWork: Sendable, Equatable {
     public init() {}
     public var isEmpty: Bool { pageTableStores.isEmpty && invalidations.isEmpty && !flushAll }
 
+    /// Adds `other`'s work to this.
+    public mutating func merge(_ other: PendingMachineWork) {
+        pageTableStores += other.pageTableStores
+        invalidations += other.invalidations
+        flushAll = flushAll || other.flushAll
+    }
+
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.flushAll == rhs.flushAll && lhs.invalidations == rhs.invalidations
             && lhs.pageTableStores.map(\.0) == rhs.pageTableStores.map(\.0)
@@ -62,6 +69,8 @@ public final class VCPU: @unchecked Sendable {
 
     /// The GS base of the mode not currently active (Xen swaps them on mode switch).
     public var inactiveGSBase: UInt64 = 0
+    /// The user GS selector set by SEGBASE_GS_USER_SEL.
+    public var userGSSelector: UInt16 = 0
 
     // Traps and callbacks.
     public var trapTable = [TrapInfo?](repeating: nil, count: 256)
@@ -70,6 +79,10 @@ public final class VCPU: @unchecked Sendable {
     // Descriptor tables: the guest's GDT frames and entry count, and its LDT.
     public var gdtFrames: [FrameNumber] = []
     public var gdtEntries = 0
+    /// Set when the guest's GDT changed and the hardware copy must be refreshed.
+    public let gdtChanged = Atomic<Bool>(false)
+    /// Set by another vCPU that wants this one's TLB flushed before it runs guest code.
+    public let remoteFlush = Atomic<Bool>(false)
     public var ldtBase: UInt64 = 0
     public var ldtEntries = 0
 
@@ -98,6 +111,12 @@ public final class VCPU: @unchecked Sendable {
     /// Work for the machine before the guest runs again.
     public var pendingWork = PendingMachineWork()
 
+    /// Nanoseconds this vCPU spent blocked (for the runstate area).
+    public var blockedTime: UInt64 = 0
+
+    /// Nanoseconds this vCPU has been running (or runnable) since boot.
+    public func runningTime(now: UInt64) -> UInt64 { now > blockedTime ? now - blockedTime : 0 }
+
     /// Timer state, shared with other threads (the event path sets, the vCPU consumes).
     public let timer = Mutex<TimerState>(TimerState())
     public struct TimerState: Sendable {
@@ -105,6 +124,18 @@ public final class VCPU: @unchecked Sendable {
         public var deadline: UInt64?
         /// Periodic timer period (VCPUOP_set_periodic_timer), nanoseconds.
         public var period: UInt64?
+        /// Next periodic expiry.
+        public var periodicNext: UInt64?
+
+        /// The earliest expiry of either timer.
+        public var nextExpiry: UInt64? {
+            switch (deadline, periodicNext) {
+            case let (a?, b?): return min(a, b)
+            case let (a?, nil): return a
+            case let (nil, b?): return b
+            default: return nil
+            }
+        }
     }
 
     /// How to wake this vCPU; set by the machine layer.

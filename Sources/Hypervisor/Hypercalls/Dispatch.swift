@@ -51,7 +51,7 @@ public struct HypercallInvocation {
 
 /// A hypercall handler: decode arguments, operate on hypervisor state, encode results.
 /// Errors are Xen errno values; `Hypercalls.dispatch` turns them into -errno.
-public typealias HypercallHandler = (inout HypercallInvocation) throws(XenError) -> HypercallOutcome
+public typealias HypercallHandler = @Sendable (inout HypercallInvocation) throws(XenError) -> HypercallOutcome
 
 /// The hypercall table: one entry per implemented hypercall, in one place. Everything
 /// else returns -ENOSYS and says so in the log.

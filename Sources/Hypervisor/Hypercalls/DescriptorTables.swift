@@ -1,0 +1,75 @@
+import GuestMemory
+import XenABI
+
+/// set_gdt and update_descriptor (xen/arch/x86/pv/descriptor-tables.c). GDT frames
+/// become descriptor pages, which are never writable; the machine layer copies the
+/// checked descriptors into the hardware GDT.
+enum DescriptorTables {
+    static func setGDT(_ call: inout HypercallInvocation) throws(XenError) -> HypercallOutcome {
+        let list = call.argument(0)
+        let entries = call.argument(1)
+        guard entries <= UInt64(FlatSelector.maxGuestGDTEntries) else { throw .EINVAL }
+        let frameCount = Int((entries + 511) / 512)
+        var frames: [FrameNumber] = []
+        if frameCount > 0 {
+            let raw = try call.copyIn(list, count: frameCount * 8)
+            let reader = ByteReader(raw)
+            for index in 0..<frameCount {
+                guard let value = try? reader.u64(index * 8) else { throw .EFAULT }
+                frames.append(FrameNumber(value))
+            }
+        }
+        let domain = call.domain
+        let vcpu = call.vcpu
+        var work = PendingMachineWork()
+        try domain.state.withLock { state throws(XenError) in
+            var taken: [FrameNumber] = []
+            for frame in frames {
+                guard domain.layout.isRAM(frame) else {
+                    for done in taken { state.putPageType(done, domain.mmuEnvironment, &work) }
+                    throw .EINVAL
+                }
+                do throws(XenError) {
+                    try state.getPageType(frame, .segmentDescriptor, domain.mmuEnvironment, &work)
+                } catch {
+                    for done in taken { state.putPageType(done, domain.mmuEnvironment, &work) }
+                    throw error
+                }
+                taken.append(frame)
+            }
+            for old in vcpu.gdtFrames { state.putPageType(old, domain.mmuEnvironment, &work) }
+        }
+        vcpu.pendingWork.merge(work)
+        vcpu.gdtFrames = frames
+        vcpu.gdtEntries = Int(entries)
+        vcpu.gdtChanged.store(true, ordering: .releasing)
+        return .value(0)
+    }
+
+    /// update_descriptor(maddr, descriptor): the only way to change a descriptor page.
+    static func updateDescriptor(_ call: inout HypercallInvocation) throws(XenError) -> HypercallOutcome {
+        let address = call.argument(0)
+        let descriptor = call.argument(1)
+        guard address % 8 == 0 else { throw .EINVAL }
+        let frame = GuestPhysicalAddress(address).frame
+        let domain = call.domain
+        guard domain.layout.isRAM(frame), DescriptorRules.isAllowed(descriptor) else { throw .EINVAL }
+        var work = PendingMachineWork()
+        try domain.state.withLock { state throws(XenError) in
+            let info = state.pages[frame] ?? PageInfo()
+            if info.typeCount > 0 && info.type == .segmentDescriptor {
+                try? domain.memory.write(descriptor, at: GuestPhysicalAddress(address))
+            } else {
+                try state.getPageType(frame, .writable, domain.mmuEnvironment, &work)
+                try? domain.memory.write(descriptor, at: GuestPhysicalAddress(address))
+                state.putPageType(frame, domain.mmuEnvironment, &work)
+            }
+        }
+        call.vcpu.pendingWork.merge(work)
+        for vcpu in domain.vcpus where vcpu.gdtFrames.contains(frame) {
+            vcpu.gdtChanged.store(true, ordering: .releasing)
+            if vcpu !== call.vcpu { vcpu.wake() }
+        }
+        return .value(0)
+    }
+}
