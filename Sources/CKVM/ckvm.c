@@ -1,6 +1,9 @@
 #include "ckvm.h"
 #include <signal.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/syscall.h>
 
 int ckvm_ioctl_none(int fd, unsigned long request) { return ioctl(fd, request, 0); }
 int ckvm_ioctl_int(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
@@ -16,3 +19,27 @@ int ckvm_install_kick_handler(int signo) {
     action.sa_flags = 0;
     return sigaction(signo, &action, 0);
 }
+
+int ckvm_thread_timer_create(int signo, int tid, void **timer_id) {
+    struct sigevent event;
+    memset(&event, 0, sizeof event);
+    event.sigev_notify = SIGEV_THREAD_ID;
+    event.sigev_signo = signo;
+    event._sigev_un._tid = tid;
+    timer_t timer;
+    if (timer_create(CLOCK_MONOTONIC, &event, &timer) != 0) return -1;
+    *timer_id = (void *)timer;
+    return 0;
+}
+
+int ckvm_thread_timer_arm(void *timer_id, uint64_t ns) {
+    struct itimerspec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.it_value.tv_sec = (time_t)(ns / 1000000000ull);
+    spec.it_value.tv_nsec = (long)(ns % 1000000000ull);
+    return timer_settime((timer_t)timer_id, ns ? TIMER_ABSTIME : 0, &spec, 0);
+}
+
+int ckvm_thread_timer_delete(void *timer_id) { return timer_delete((timer_t)timer_id); }
+
+int ckvm_gettid(void) { return (int)syscall(SYS_gettid); }

@@ -272,3 +272,46 @@ public enum MSR {
     public static let sysenterESP: UInt32 = 0x175
     public static let sysenterEIP: UInt32 = 0x176
 }
+
+extension VirtualCPU {
+    /// Queues external interrupt `vector` (KVM_INTERRUPT, for VMs without an in-kernel
+    /// interrupt controller); it is delivered through the guest IDT when IF allows.
+    public func injectInterrupt(_ vector: UInt8) throws(KVMError) {
+        var interrupt = kvm_interrupt(irq: UInt32(vector))
+        guard withUnsafeMutablePointer(to: &interrupt, { ckvm_ioctl_ptr(fd, CKVM_INTERRUPT, $0) }) == 0 else {
+            throw KVMError("KVM_INTERRUPT", errno: errno)
+        }
+    }
+
+    /// Whether KVM can inject an interrupt on the next run (kvm_run.ready_for_interrupt_injection).
+    public var readyForInterrupt: Bool {
+        // SAFETY: reads a field of this vCPU's kvm_run after an exit, on the vCPU thread.
+        run.pointee.ready_for_interrupt_injection != 0
+    }
+}
+
+/// A CLOCK_MONOTONIC timer that signals one thread (SIGEV_THREAD_ID), so a vCPU
+/// thread inside KVM_RUN is interrupted when the guest's timer is due.
+public final class ThreadTimer: @unchecked Sendable {
+    let timer: UnsafeMutableRawPointer
+
+    /// Creates a timer that sends the kick signal to the calling thread.
+    public init() throws(KVMError) {
+        var raw: UnsafeMutableRawPointer? = nil
+        let result = withUnsafeMutablePointer(to: &raw) { pointer in
+            // SAFETY: the C helper writes a timer_t into the pointed-to slot on success.
+            pointer.withMemoryRebound(to: UnsafeMutableRawPointer.self, capacity: 1) {
+                ckvm_thread_timer_create(VirtualCPU.kickSignal, ckvm_gettid(), $0)
+            }
+        }
+        guard result == 0, let raw else { throw KVMError("timer_create", errno: errno) }
+        timer = raw
+    }
+
+    deinit { _ = ckvm_thread_timer_delete(timer) }
+
+    /// Arms for absolute CLOCK_MONOTONIC nanoseconds; nil disarms.
+    public func arm(at nanoseconds: UInt64?) {
+        _ = ckvm_thread_timer_arm(timer, nanoseconds.map { max($0, 1) } ?? 0)
+    }
+}

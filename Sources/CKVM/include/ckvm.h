@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <sys/ioctl.h>
 
+#pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
+#pragma clang assume_nonnull begin
+
 /// ioctl with no argument. Returns the ioctl result; -1 with errno on failure.
 int ckvm_ioctl_none(int fd, unsigned long request);
 /// ioctl with an integer argument.
@@ -34,6 +37,7 @@ static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
 static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
 static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 static const unsigned long CKVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
+static const unsigned long CKVM_INTERRUPT = KVM_INTERRUPT;
 
 /// A kvm_msrs header followed by room for up to 16 entries.
 typedef struct {
@@ -58,7 +62,7 @@ static inline uint64_t ckvm_run_io_data_offset(const struct kvm_run *run) { retu
 static inline uint64_t ckvm_run_mmio_phys_addr(const struct kvm_run *run) { return run->mmio.phys_addr; }
 static inline uint32_t ckvm_run_mmio_len(const struct kvm_run *run) { return run->mmio.len; }
 static inline uint8_t ckvm_run_mmio_is_write(const struct kvm_run *run) { return run->mmio.is_write; }
-static inline uint8_t *_Nonnull ckvm_run_mmio_data(struct kvm_run *_Nonnull run) { return run->mmio.data; }
+static inline uint8_t *ckvm_run_mmio_data(struct kvm_run *run) { return run->mmio.data; }
 static inline uint64_t ckvm_run_fail_entry_reason(const struct kvm_run *run) { return run->fail_entry.hardware_entry_failure_reason; }
 static inline uint32_t ckvm_run_internal_suberror(const struct kvm_run *run) { return run->internal.suberror; }
 static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *run) { return run->system_event.type; }
@@ -79,4 +83,14 @@ static inline uint64_t ckvm_rdtsc(void) {
     __asm__ __volatile__("rdtsc" : "=a"(lo), "=d"(hi));
     return ((uint64_t)hi << 32) | lo;
 }
+
+/// A per-thread POSIX timer that sends `signo` to thread `tid` when it expires
+/// (SIGEV_THREAD_ID). Returns 0 and fills *timer_id, or -1 with errno.
+int ckvm_thread_timer_create(int signo, int tid, void *_Nonnull *_Nonnull timer_id);
+/// Arms the timer for absolute CLOCK_MONOTONIC time `ns` (0 disarms).
+int ckvm_thread_timer_arm(void *timer_id, uint64_t ns);
+int ckvm_thread_timer_delete(void *timer_id);
+/// The calling thread's kernel thread id.
+int ckvm_gettid(void);
+#pragma clang assume_nonnull end
 #endif
