@@ -51,6 +51,19 @@ public struct XenStore: Sendable {
         /// Bumped when the connection's transactions are discarded wholesale, so a
         /// request that had taken its transaction out does not put it back.
         var epoch: UInt64 = 0
+
+        /// The identity alone. Copying it, unlike copying the connection, does
+        /// not share the transactions' storage, which would make the next change
+        /// to a transaction copy its whole overlay.
+        var identity: Identity { Identity(id: id, domain: domain, privileged: privileged, epoch: epoch) }
+    }
+
+    /// Who a connection is, without its state.
+    struct Identity: Sendable {
+        let id: ConnectionID
+        let domain: DomainID
+        let privileged: Bool
+        let epoch: UInt64
     }
 
     var tree = XenStoreNodeTree()
@@ -125,8 +138,8 @@ public struct XenStore: Sendable {
     public var nodeCount: Int { tree.count }
 
     /// The caller identity of a connection.
-    func caller(of connection: Connection) -> XenStoreCaller {
-        XenStoreCaller(domain: connection.domain, privileged: connection.privileged, target: targets[connection.domain])
+    func caller(domain: DomainID, privileged: Bool) -> XenStoreCaller {
+        XenStoreCaller(domain: domain, privileged: privileged, target: targets[domain])
     }
 
     /// The in-process toolstack: the privileged domain, outside any connection.

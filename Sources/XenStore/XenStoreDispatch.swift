@@ -97,7 +97,7 @@ extension XenStore {
     /// `XENSTORE_PAYLOAD_MAX` becomes `E2BIG`. A message from a connection that is
     /// not open produces nothing.
     public mutating func handle(_ message: XenStoreMessage, from connection: ConnectionID) -> XenStoreOutput {
-        guard let client = connections[connection] else { return XenStoreOutput() }
+        guard let client = connections[connection]?.identity else { return XenStoreOutput() }
         outbox = XenStoreOutput()
         var afterReply: [XenStoreOutgoing] = []
         let reply: XenStoreMessage
@@ -126,23 +126,23 @@ extension XenStore {
     }
 
     private mutating func dispatch(
-        _ message: XenStoreMessage, from client: Connection, afterReply: inout [XenStoreOutgoing]
+        _ message: XenStoreMessage, from client: Identity, afterReply: inout [XenStoreOutgoing]
     ) throws(XenStoreError) -> [UInt8] {
         guard message.payload.count <= XenStoreMessage.payloadMax else { throw .E2BIG }
         guard let type = message.type, let entry = Self.dispatchTable[type] else { throw .ENOSYS }
         if entry.flags.contains(.privileged) && !client.privileged { throw .EACCES }
-        var transaction: XenStoreTransaction?
-        if !entry.flags.contains(.ignoresTransaction) && message.transactionID != 0 {
-            transaction = connections[client.id]?.transactions.removeValue(forKey: message.transactionID)
-            guard transaction != nil else { throw .ENOENT }
-        }
-        let caller = caller(of: client)
+        let caller = caller(domain: client.domain, privileged: client.privileged)
         var request = XenStoreRequest(
             connection: client.id, message: message,
             context: XenStoreOperationContext(
-                caller: caller, limits: caller.privileged ? nil : quotas(for: caller.domain),
-                transaction: transaction))
-        let failedBefore = transaction?.failure != nil
+                caller: caller, limits: caller.privileged ? nil : quotas(for: caller.domain)))
+        if !entry.flags.contains(.ignoresTransaction) && message.transactionID != 0 {
+            // Moved, not copied, so that the handler's changes do not copy the overlay.
+            request.context.transaction = connections[client.id]?.transactions.removeValue(
+                forKey: message.transactionID)
+            guard request.context.transaction != nil else { throw .ENOENT }
+        }
+        let failedBefore = request.context.transaction?.failure != nil
         let result: Result<[UInt8], XenStoreError>
         do {
             result = .success(try entry.handler(&self, &request))

@@ -14,9 +14,8 @@ extension XenStore {
         if introducedDomains.insert(domain).inserted {
             if domain != privilegedDomain { fireSpecialWatch(XenStorePath.introduceDomain, domain: domain) }
         } else {
-            for connection in connections.values where connection.domain == domain {
-                resetWatches(connection: connection.id)
-            }
+            let affected = connections.values.filter { $0.domain == domain }.map(\.id)
+            for connection in affected { resetWatches(connection: connection) }
         }
         outbox.events.append(.domainIntroduced(domain, gfn: gfn, eventChannel: eventChannel))
     }

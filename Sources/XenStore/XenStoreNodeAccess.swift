@@ -32,7 +32,7 @@ extension XenStore {
         guard var transaction = context.transaction else { return tree[path] }
         context.transaction = nil
         defer { context.transaction = transaction }
-        switch transaction.overlay[path] {
+        switch transaction.overlay(path) {
         case .present(let node): return node
         case .removed: return nil
         case nil:
@@ -53,7 +53,33 @@ extension XenStore {
         var node = node
         node.generation = tree.nextGeneration()
         adjustOwners(old: old?.permissions.owner, new: node.permissions.owner, in: &transaction)
-        transaction.overlay[path] = .present(node)
+        transaction.record(node, at: path)
+    }
+
+    /// Changes an existing node in place (used for child lists, which can be
+    /// large): without a transaction the committed node is not copied; inside
+    /// one, a node already in the overlay is not copied again.
+    mutating func modifyNode(
+        _ path: String, _ context: inout XenStoreOperationContext, _ body: (inout XenStoreNode) -> Void
+    ) {
+        guard var transaction = context.transaction else {
+            tree.modify(path, body)
+            return
+        }
+        context.transaction = nil
+        defer { context.transaction = transaction }
+        var node: XenStoreNode
+        if let changed = transaction.changedNodes.removeValue(forKey: path) {
+            node = consume changed
+        } else {
+            guard !transaction.removedPaths.contains(path) else { return }
+            observe(path, in: &transaction, limits: context.limits)
+            guard let committed = tree[path] else { return }
+            node = committed
+        }
+        body(&node)
+        node.generation = tree.nextGeneration()
+        transaction.record(node, at: path)
     }
 
     /// Deletes the node at `path` (its children are the caller's business).
@@ -66,7 +92,7 @@ extension XenStore {
         defer { context.transaction = transaction }
         let old = visibleNode(path, in: &transaction, limits: context.limits)
         adjustOwners(old: old?.permissions.owner, new: nil, in: &transaction)
-        transaction.overlay[path] = .removed
+        transaction.recordRemoval(of: path)
     }
 
     /// Nodes `domain` owns as the context sees them (committed plus the
@@ -78,7 +104,7 @@ extension XenStore {
     private func visibleNode(
         _ path: String, in transaction: inout XenStoreTransaction, limits: XenStoreQuotas?
     ) -> XenStoreNode? {
-        switch transaction.overlay[path] {
+        switch transaction.overlay(path) {
         case .present(let node): return node
         case .removed: return nil
         case nil:
@@ -171,8 +197,8 @@ extension XenStore {
                 if let known = allowed[watch.connection] {
                     permitted = known
                 } else {
-                    guard let connection = connections[watch.connection] else { continue }
-                    let caller = caller(of: connection)
+                    guard let connection = connections[watch.connection]?.identity else { continue }
+                    let caller = caller(domain: connection.domain, privileged: connection.privileged)
                     permitted = permissions.contains { $0.allowsRead(caller) }
                     allowed[watch.connection] = permitted
                 }

@@ -75,6 +75,18 @@ struct XenStoreNodeTree: Sendable {
         reindex(path, old: old?.permissions, new: node.permissions)
     }
 
+    /// Changes the node at `path` in place and gives it a new generation. The
+    /// node is taken out of the dictionary while `body` runs, so mutating its
+    /// children set does not copy it.
+    mutating func modify(_ path: String, _ body: (inout XenStoreNode) -> Void) {
+        guard var node = nodes.removeValue(forKey: path) else { return }
+        let permissions = node.permissions
+        body(&node)
+        node.generation = nextGeneration()
+        nodes[path] = node
+        reindex(path, old: permissions, new: node.permissions)
+    }
+
     /// Removes the node at `path` only (not its children) and returns it.
     @discardableResult
     mutating func remove(_ path: String) -> XenStoreNode? {

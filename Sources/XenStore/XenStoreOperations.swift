@@ -81,45 +81,44 @@ extension XenStore {
     private mutating func createNode(
         _ path: String, value: [UInt8], _ context: inout XenStoreOperationContext
     ) throws(XenStoreError) {
+        // missing[0] is `path`, missing[i + 1] the parent of missing[i].
         var missing = [path]
         var ancestorPath = XenStorePath.parent(of: path)
-        var ancestor: XenStoreNode
-        while true {
-            if let found = node(at: ancestorPath, &context) {
-                ancestor = found
-                break
+        var found: (permissions: XenStorePermissions, size: Int)?
+        while found == nil {
+            if let ancestor = node(at: ancestorPath, &context) {
+                found = (ancestor.permissions, ancestor.size)
+            } else {
+                guard ancestorPath != "/" else { throw .EIO }
+                missing.append(ancestorPath)
+                ancestorPath = XenStorePath.parent(of: ancestorPath)
             }
-            guard ancestorPath != "/" else { throw .EIO }
-            missing.append(ancestorPath)
-            ancestorPath = XenStorePath.parent(of: ancestorPath)
         }
-        let topName = XenStorePath.baseName(of: missing[missing.count - 1])
+        guard let (ancestorPermissions, ancestorSize) = found else { throw .EIO }
+        let names = missing.map(XenStorePath.baseName(of:))
+        let topName = names[names.count - 1]
         if let limits = context.limits {
-            let owned = ownedCount(context.caller.domain, context)
-            let longestName = missing.map { XenStorePath.baseName(of: $0).utf8.count }.max() ?? 0
-            if XenStoreQuotas.exceeds(owned + missing.count, limits.nodes)
-                || XenStoreQuotas.exceeds(ancestor.size + topName.utf8.count + 1, limits.nodeSize)
-                || XenStoreQuotas.exceeds(max(value.count, longestName + 1), limits.nodeSize)
+            // New intermediate nodes hold one child name and its NUL.
+            let largestNewNode = max(value.count, (names.dropLast().map(\.utf8.count).max() ?? -1) + 1)
+            if XenStoreQuotas.exceeds(ownedCount(context.caller.domain, context) + missing.count, limits.nodes)
+                || XenStoreQuotas.exceeds(ancestorSize + topName.utf8.count + 1, limits.nodeSize)
+                || XenStoreQuotas.exceeds(largestNewNode, limits.nodeSize)
             {
                 throw .ENOSPC
             }
         }
         if let failure = context.transaction?.failure { throw failure }
 
-        var permissions = ancestor.permissions
+        var permissions = ancestorPermissions
         if !context.caller.privileged { permissions.owner = context.caller.domain }
-        ancestor.addChild(topName)
-        store(ancestor, at: ancestorPath, &context)
-        var parentPermissions = ancestor.permissions
-        for (depth, nodePath) in missing.enumerated().reversed() {
+        modifyNode(ancestorPath, &context) { $0.addChild(topName) }
+        for depth in missing.indices.reversed() {
             var node = XenStoreNode(value: depth == 0 ? value : [], permissions: permissions)
-            if depth > 0 { node.addChild(XenStorePath.baseName(of: missing[depth - 1])) }
-            store(node, at: nodePath, &context)
-            if depth == 0 {
-                fireWatches(nodePath, match: .subtree, visibleWith: [permissions, parentPermissions], &context)
-            }
-            parentPermissions = permissions
+            if depth > 0 { node.addChild(names[depth - 1]) }
+            store(node, at: missing[depth], &context)
         }
+        let parentPermissions = missing.count > 1 ? permissions : ancestorPermissions
+        fireWatches(path, match: .subtree, visibleWith: [permissions, parentPermissions], &context)
     }
 
     /// `RM`: removes a node and everything below it. A missing node is fine if
@@ -134,8 +133,8 @@ extension XenStore {
         guard node.permissions.rights(for: context.caller).contains(.write) else { throw .EACCES }
         guard path != "/" else { throw .EINVAL }
         let parentPath = XenStorePath.parent(of: path)
-        guard var parent = self.node(at: parentPath, &context) else { throw .EINVAL }
-        let doomed = subtree(of: path, node, parentPermissions: parent.permissions, &context)
+        guard let parentPermissions = self.node(at: parentPath, &context)?.permissions else { throw .EINVAL }
+        let doomed = subtree(of: path, node, parentPermissions: parentPermissions, &context)
         if let failure = context.transaction?.failure { throw failure }
 
         // Children before parents, firing as each goes, like `delnode_sub`.
@@ -145,8 +144,7 @@ extension XenStore {
                 entry.path, match: entry.path == path ? .subtree : .exact,
                 visibleWith: [entry.node.permissions, entry.parentPermissions], &context)
         }
-        parent.removeChild(XenStorePath.baseName(of: path))
-        store(parent, at: parentPath, &context)
+        modifyNode(parentPath, &context) { $0.removeChild(XenStorePath.baseName(of: path)) }
     }
 
     /// The nodes of the subtree at `path` in pre-order, each with its parent's

@@ -3,8 +3,8 @@
 
 /// An open transaction of one connection.
 ///
-/// Reads and writes inside it go through `overlay`, a copy-on-write layer over
-/// the committed tree holding only the nodes this transaction changed. The first
+/// Reads and writes inside it go through an overlay over the committed tree
+/// holding only what this transaction changed: `changedNodes` and `removedPaths`. The first
 /// time the transaction touches a path it records the committed generation it saw
 /// (`observed`); committing fails with `EAGAIN` if any of those generations moved,
 /// which is C xenstored's rule (`finalize_transaction` compares each accessed
@@ -32,7 +32,10 @@ struct XenStoreTransaction: Sendable {
     }
 
     let id: UInt32
-    var overlay: [String: OverlayEntry] = [:]
+    /// Nodes written inside the transaction, as it sees them.
+    var changedNodes: [String: XenStoreNode] = [:]
+    /// Paths removed inside the transaction (and not written again since).
+    var removedPaths: Set<String> = []
     var observed: [String: Observation] = [:]
     var pendingEvents: [PendingEvent] = []
     private var pendingIndex: [String: Int] = [:]
@@ -43,6 +46,24 @@ struct XenStoreTransaction: Sendable {
     var failure: XenStoreError?
 
     init(id: UInt32) { self.id = id }
+
+    /// The transaction's own view of `path`, or nil when it has not changed it.
+    func overlay(_ path: String) -> OverlayEntry? {
+        if let node = changedNodes[path] { return .present(node) }
+        return removedPaths.contains(path) ? .removed : nil
+    }
+
+    /// Records a write of `node` at `path`.
+    mutating func record(_ node: XenStoreNode, at path: String) {
+        removedPaths.remove(path)
+        changedNodes[path] = node
+    }
+
+    /// Records the removal of `path`.
+    mutating func recordRemoval(of path: String) {
+        changedNodes[path] = nil
+        removedPaths.insert(path)
+    }
 
     /// Queues an event for commit, merging with an earlier one for the same path.
     mutating func queueEvent(path: String, match: XenStoreWatchMatch) {

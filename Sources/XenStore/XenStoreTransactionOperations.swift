@@ -11,15 +11,13 @@ extension XenStore {
         on connection: ConnectionID, _ context: XenStoreOperationContext
     ) throws(XenStoreError) -> UInt32 {
         guard context.transaction == nil else { throw .EBUSY }
-        guard var client = connections[connection] else { throw .EINVAL }
-        if let limits = context.limits, XenStoreQuotas.exceeds(client.transactions.count + 1, limits.transactions) {
-            throw .ENOSPC
-        }
-        var id = client.nextTransactionID
-        while id == 0 || client.transactions[id] != nil { id &+= 1 }
-        client.nextTransactionID = id &+ 1
-        client.transactions[id] = XenStoreTransaction(id: id)
-        connections[connection] = client
+        guard let open = connections[connection]?.transactions.count,
+            var id = connections[connection]?.nextTransactionID
+        else { throw .EINVAL }
+        if let limits = context.limits, XenStoreQuotas.exceeds(open + 1, limits.transactions) { throw .ENOSPC }
+        while id == 0 || connections[connection]?.transactions[id] != nil { id &+= 1 }
+        connections[connection]?.nextTransactionID = id &+ 1
+        connections[connection]?.transactions[id] = XenStoreTransaction(id: id)
         return id
     }
 
@@ -43,12 +41,8 @@ extension XenStore {
                 }
             }
         }
-        for (path, entry) in transaction.overlay {
-            switch entry {
-            case .present(let node): tree.put(node, at: path)
-            case .removed: tree.remove(path)
-            }
-        }
+        for path in transaction.removedPaths { tree.remove(path) }
+        for (path, node) in transaction.changedNodes { tree.put(node, at: path) }
         for event in transaction.pendingEvents {
             var visibility: [XenStorePermissions] = []
             if let old = transaction.observed[event.path]?.permissions { visibility.append(old) }

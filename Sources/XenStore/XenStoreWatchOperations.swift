@@ -13,7 +13,7 @@ extension XenStore {
     mutating func addWatch(
         connection: ConnectionID, path: String, relative: Bool, token: [UInt8], _ context: XenStoreOperationContext
     ) throws(XenStoreError) -> XenStoreWatch {
-        guard let client = connections[connection] else { throw .EINVAL }
+        guard let client = connections[connection]?.identity else { throw .EINVAL }
         if watches.contains(connection: connection, path: path, token: token) { throw .EEXIST }
         if let limits = context.limits, XenStoreQuotas.exceeds(watches.count(for: connection) + 1, limits.watches) {
             throw .ENOSPC
