@@ -134,6 +134,13 @@ public struct XenStore: Sendable {
     /// The limits that apply to `domain`.
     public func quotas(for domain: DomainID) -> XenStoreQuotas { domainQuotas[domain] ?? quotas }
 
+    /// Gives `domain` its own limits (`SET_QUOTA <domid>`), or with nil makes it
+    /// follow `quotas` again. Per-domain limits are forgotten when the domain is
+    /// released.
+    public mutating func setQuotas(_ limits: XenStoreQuotas?, for domain: DomainID) {
+        domainQuotas[domain] = limits
+    }
+
     /// Number of nodes in the store, special nodes included.
     public var nodeCount: Int { tree.count }
 

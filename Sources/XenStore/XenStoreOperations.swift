@@ -81,25 +81,12 @@ extension XenStore {
     private mutating func createNode(
         _ path: String, value: [UInt8], _ context: inout XenStoreOperationContext
     ) throws(XenStoreError) {
-        // missing[0] is `path`, missing[i + 1] the parent of missing[i].
-        var missing = [path]
-        var ancestorPath = XenStorePath.parent(of: path)
-        var found: (permissions: XenStorePermissions, size: Int)?
-        while found == nil {
-            if let ancestor = node(at: ancestorPath, &context) {
-                found = (ancestor.permissions, ancestor.size)
-            } else {
-                guard ancestorPath != "/" else { throw .EIO }
-                missing.append(ancestorPath)
-                ancestorPath = XenStorePath.parent(of: ancestorPath)
-            }
-        }
-        guard let (ancestorPermissions, ancestorSize) = found else { throw .EIO }
+        let (ancestorPath, ancestorPermissions, ancestorSize, missing) = try nearestAncestor(of: path, &context)
         let names = missing.map(XenStorePath.baseName(of:))
         let topName = names[names.count - 1]
         if let limits = context.limits {
-            // New intermediate nodes hold one child name and its NUL.
-            let largestNewNode = max(value.count, (names.dropLast().map(\.utf8.count).max() ?? -1) + 1)
+            // Each new node but `path` holds one child name and its NUL.
+            let largestNewNode = ([value.count] + names.dropLast().map { $0.utf8.count + 1 }).max() ?? 0
             if XenStoreQuotas.exceeds(ownedCount(context.caller.domain, context) + missing.count, limits.nodes)
                 || XenStoreQuotas.exceeds(ancestorSize + topName.utf8.count + 1, limits.nodeSize)
                 || XenStoreQuotas.exceeds(largestNewNode, limits.nodeSize)
@@ -119,6 +106,26 @@ extension XenStore {
         }
         let parentPermissions = missing.count > 1 ? permissions : ancestorPermissions
         fireWatches(path, match: .subtree, visibleWith: [permissions, parentPermissions], &context)
+    }
+
+    /// The nearest existing ancestor of a missing `path` (its path, permissions
+    /// and size) and the missing paths from `path` up to it, `path` first.
+    /// Returns no node, so that the caller holds no copy of the ancestor while
+    /// it changes the ancestor's child list.
+    private func nearestAncestor(
+        of path: String, _ context: inout XenStoreOperationContext
+    ) throws(XenStoreError) -> (path: String, permissions: XenStorePermissions, size: Int, missing: [String]) {
+        var missing = [path]
+        var ancestorPath = XenStorePath.parent(of: path)
+        while true {
+            if let ancestor = node(at: ancestorPath, &context) {
+                return (ancestorPath, ancestor.permissions, ancestor.size, missing)
+            }
+            // The root always exists; reaching past it means a damaged tree.
+            guard ancestorPath != "/" else { throw .EIO }
+            missing.append(ancestorPath)
+            ancestorPath = XenStorePath.parent(of: ancestorPath)
+        }
     }
 
     /// `RM`: removes a node and everything below it. A missing node is fine if

@@ -176,3 +176,45 @@ import Testing
         #expect(harness.request(.directory, ["/r/a"], from: dom0).strings == ["c"])
     }
 }
+
+@Suite struct GuestTransactionTests {
+    @Test func permissionsApplyInsideTransactions() throws {
+        var harness = Harness()
+        let dom0 = harness.connect(0, privileged: true)
+        _ = try harness.store.mkdir("/local/domain/1")
+        _ = try harness.store.setPermissions("/local/domain/1", XenStorePermissions(owner: 1))
+        _ = try harness.store.write("/private", string: "p")
+        let guest = harness.connect(1)
+        let tx = harness.startTransaction(from: guest)
+        #expect(harness.read("/private", from: guest, transaction: tx) == "!EACCES")
+        #expect(harness.write("/private", "x", from: guest, transaction: tx) == "EACCES")
+        #expect(harness.write("state", "4", from: guest, transaction: tx) == nil)
+        #expect(harness.read("/local/domain/1/state", from: dom0) == "!ENOENT")
+        #expect(harness.request(.transactionEnd, ["T"], from: guest, transaction: tx).strings == ["OK"])
+        #expect(harness.read("/local/domain/1/state", from: dom0) == "4")
+        #expect(harness.request(.getPerms, ["/local/domain/1/state"], from: dom0).strings == ["n1"])
+    }
+
+    @Test func disconnectDiscardsTransactions() {
+        var harness = Harness()
+        let dom0 = harness.connect(0, privileged: true)
+        let tx = harness.startTransaction(from: dom0)
+        _ = harness.write("/gone", "1", from: dom0, transaction: tx)
+        harness.store.disconnect(dom0)
+        let again = harness.connect(0, privileged: true)
+        #expect(harness.read("/gone", from: again) == "!ENOENT")
+        #expect(harness.read("/gone", from: again, transaction: tx) == "!ENOENT")
+    }
+
+    @Test func perDomainQuotasFromTheAPI() throws {
+        var harness = Harness()
+        _ = try harness.store.mkdir("/local/domain/2")
+        _ = try harness.store.setPermissions("/local/domain/2", XenStorePermissions(owner: 2))
+        harness.store.setQuotas(XenStoreQuotas(transactions: 1), for: 2)
+        let guest = harness.connect(2)
+        _ = harness.startTransaction(from: guest)
+        #expect(harness.request(.transactionStart, [""], from: guest).errorName == "ENOSPC")
+        harness.store.setQuotas(nil, for: 2)
+        #expect(harness.request(.transactionStart, [""], from: guest).type == .transactionStart)
+    }
+}
