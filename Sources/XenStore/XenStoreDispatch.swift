@@ -21,7 +21,9 @@ struct XenStoreRequest: Sendable {
     var afterReply: [XenStoreOutgoing] = []
 
     /// The caller's canonical form of one path argument.
-    func canonical(_ bytes: ArraySlice<UInt8>, allowSpecial: Bool) throws(XenStoreError) -> (path: String, relative: Bool) {
+    func canonical(
+        _ bytes: ArraySlice<UInt8>, allowSpecial: Bool
+    ) throws(XenStoreError) -> (path: String, relative: Bool) {
         try XenStorePath.canonicalize(
             bytes, home: context.caller.domain, allowSpecial: allowSpecial,
             relativeLimit: context.limits?.pathLength)

@@ -90,7 +90,9 @@ public struct XenStoreMessageDecoder: Sendable {
     /// Consumes bytes from the front of `input` until one message is complete and
     /// returns it, or until `input` is empty and returns nil (keeping the partial
     /// message for the next call). Call it in a loop until it returns nil.
-    public mutating func decode(from input: inout ArraySlice<UInt8>) throws(XenStoreTransportError) -> XenStoreMessage? {
+    public mutating func decode(
+        from input: inout ArraySlice<UInt8>
+    ) throws(XenStoreTransportError) -> XenStoreMessage? {
         if let failure { throw failure }
         while !input.isEmpty {
             if var message = pending {

@@ -227,7 +227,8 @@ extension XenStore {
         payload.append(contentsOf: watch.token)
         payload.append(0)
         guard payload.count <= XenStoreMessage.payloadMax else { return nil }
-        return XenStoreOutgoing(connection: watch.connection, message: XenStoreMessage(type: .watchEvent, payload: payload))
+        let message = XenStoreMessage(type: .watchEvent, payload: payload)
+        return XenStoreOutgoing(connection: watch.connection, message: message)
     }
 
     /// Fires a special watch (`fire_special_watches` in `tools/xenstored/domain.c`):

@@ -29,7 +29,9 @@ extension XenStore {
     /// recorded error if an operation inside it failed halfway. On success the
     /// queued watch events fire, seen by connections that could read the node
     /// before or after the change (`finalize_transaction` passes the old permissions).
-    mutating func commit(_ transaction: XenStoreTransaction, _ context: XenStoreOperationContext) throws(XenStoreError) {
+    mutating func commit(
+        _ transaction: XenStoreTransaction, _ context: XenStoreOperationContext
+    ) throws(XenStoreError) {
         if let failure = transaction.failure { throw failure }
         for (path, observation) in transaction.observed where tree[path]?.generation != observation.generation {
             throw .EAGAIN
