@@ -10,11 +10,13 @@ public enum DomainLifecycle: Sendable, Equatable {
     case shutdown(ShutdownReason)
     /// The hypervisor crashed the domain for `reason`.
     case crashed(reason: String)
+    /// The toolstack destroyed it.
+    case destroyed
 
     public var isFinished: Bool {
         switch self {
         case .running, .paused: return false
-        case .shutdown, .crashed: return true
+        case .shutdown, .crashed, .destroyed: return true
         }
     }
 }
@@ -103,6 +105,12 @@ public final class Domain: @unchecked Sendable {
     public func crash(_ reason: String) {
         log.log(.error, "d\(id) crashed: \(reason)")
         finish(.crashed(reason: reason))
+    }
+
+    /// Destroys the domain on the toolstack's request.
+    public func destroy(_ reason: String) {
+        log.log(.info, "d\(id) destroyed: \(reason)")
+        finish(.destroyed)
     }
 
     private func finish(_ end: DomainLifecycle) {

@@ -5,6 +5,8 @@
 #include <linux/kvm.h>
 #include <stdint.h>
 #include <sys/ioctl.h>
+#include <sys/eventfd.h>
+#include <poll.h>
 
 #pragma clang diagnostic ignored "-Wgnu-variable-sized-type-not-at-end"
 #pragma clang assume_nonnull begin
@@ -92,5 +94,12 @@ int ckvm_thread_timer_arm(void *timer_id, uint64_t ns);
 int ckvm_thread_timer_delete(void *timer_id);
 /// The calling thread's kernel thread id.
 int ckvm_gettid(void);
+/// An eventfd for waking a blocked vCPU thread.
+static inline int ckvm_eventfd(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+/// Waits up to `milliseconds` for the eventfd to become readable; returns poll's result.
+static inline int ckvm_wait_readable(int fd, int milliseconds) {
+    struct pollfd descriptor = { .fd = fd, .events = POLLIN, .revents = 0 };
+    return poll(&descriptor, 1, milliseconds);
+}
 #pragma clang assume_nonnull end
 #endif

@@ -1,0 +1,176 @@
+import Foundation
+import GuestMemory
+import Hypervisor
+import KVM
+import XenABI
+
+/// Where a PV guest starts (the domain builder decides).
+public struct BootState: Sendable, Equatable {
+    public var rip: UInt64
+    public var rsp: UInt64
+    /// rsi: the guest-virtual address of start_info.
+    public var startInfo: UInt64
+    public var rflags: UInt64 = 0x202
+    public init(rip: UInt64, rsp: UInt64, startInfo: UInt64) {
+        self.rip = rip
+        self.rsp = rsp
+        self.startInfo = startInfo
+    }
+}
+
+/// Errors setting up a domain's VM.
+public enum MachineError: Error, CustomStringConvertible {
+    case kvm(KVMError)
+    case memory(GuestMemoryError)
+    case noKernelPageTable
+
+    public var description: String {
+        switch self {
+        case let .kvm(error): return "KVM: \(error)"
+        case let .memory(error): return "guest memory: \(error)"
+        case .noKernelPageTable: return "the domain has no kernel page table to start with"
+        }
+    }
+}
+
+/// The KVM side of one domain: its VM, memory slots, vCPUs and their threads.
+public final class DomainMachine: @unchecked Sendable {
+    public let domain: Domain
+    public let area: HypervisorArea
+    let vm: VirtualMachine
+    let runners: [VCPURunner]
+    private var threads: [Thread] = []
+    private let finished = DispatchGroup()
+
+    /// Guest memory for a domain of `ramFrames` pages and `vcpuCount` vCPUs: RAM from 0
+    /// and the hypervisor area above it.
+    public static func allocateMemory(ramFrames: UInt64, vcpuCount: Int) throws(MachineError) -> (GuestMemory, HypervisorArea) {
+        let area = HypervisorArea(ramFrames: ramFrames, vcpuCount: vcpuCount)
+        do {
+            let ram = try GuestMemoryRegion(base: GuestPhysicalAddress(0), size: ramFrames * pageSize, name: "ram", isGuestRAM: true)
+            let hypervisor = try GuestMemoryRegion(base: GuestPhysicalAddress(area.base), size: area.totalPages * pageSize,
+                                                   name: "hypervisor", isGuestRAM: false)
+            let memory = GuestMemory(regions: [ram, hypervisor])
+            try area.install(into: memory)
+            return (memory, area)
+        } catch {
+            throw .memory(error)
+        }
+    }
+
+    /// Creates the VM for `domain` (whose memory came from `allocateMemory`) with vCPU 0
+    /// ready to start at `boot`.
+    public init(kvm: KVMSystem, domain: Domain, area: HypervisorArea, boot: BootState, clock: KVMHostClock) throws(MachineError) {
+        self.domain = domain
+        self.area = area
+        guard let root = domain.vcpus.first?.kernelTable?.address else { throw .noKernelPageTable }
+        do {
+            vm = try kvm.createVirtualMachine()
+            try? vm.setTSSAddress(0xfffb_d000)
+            for (slot, region) in domain.memory.regions.enumerated() {
+                try vm.setMemoryRegion(slot: UInt32(slot), guestPhysical: region.base.rawValue, size: region.size,
+                                       hostAddress: region.hostAddress)
+            }
+            let hostLeaves = try kvm.supportedCPUID()
+            var runners: [VCPURunner] = []
+            for vcpu in domain.vcpus {
+                let cpu = try vm.createVirtualCPU(id: UInt32(vcpu.id))
+                try cpu.setCPUID(Self.kvmCPUID(domain.cpuid, host: hostLeaves))
+                try Self.configure(cpu, vcpu: vcpu.id, area: area, cr3: root.rawValue,
+                                   boot: vcpu.id == 0 ? boot : nil)
+                if vcpu.id == 0 { clock.calibrate(with: cpu) }
+                runners.append(try VCPURunner(vcpu: vcpu, cpu: cpu, area: area))
+            }
+            self.runners = runners
+        } catch {
+            throw .kvm(error)
+        }
+        VirtualCPU.installKickHandler()
+        TimeKeeper.updateWallClock(domain)
+        for vcpu in domain.vcpus { TimeKeeper.update(vcpu) }
+    }
+
+    /// The CPUID table KVM answers native `cpuid` with: the PV policy.
+    static func kvmCPUID(_ policy: CPUIDPolicy, host: [CPUIDEntry]) -> [CPUIDEntry] {
+        policy.leaves.map {
+            CPUIDEntry(function: $0.function, index: $0.index, flags: $0.indexed ? CPUIDEntry.significantIndex : 0,
+                       eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
+        }
+    }
+
+    /// Puts a vCPU in 64-bit mode at ring 3 with Xen's GDT selectors, the IDT, the TSS
+    /// and the syscall MSRs pointing at the hypervisor's stubs.
+    static func configure(_ cpu: VirtualCPU, vcpu: Int, area: HypervisorArea, cr3: UInt64, boot: BootState?) throws(KVMError) {
+        var sregs = try cpu.getSpecialRegisters()
+        sregs.cr0 = 0x8001_0033   // PG, WP, NE, ET, MP, PE
+        sregs.cr4 = 0x620         // PAE, OSFXSR, OSXMMEXCPT
+        sregs.efer = 0xd01        // SCE, LME, LMA, NXE
+        sregs.cr3 = cr3
+        sregs.cs = Segment(base: 0, limit: 0xffff_ffff, selector: FlatSelector.kernelCS64, type: 11, present: true, dpl: 3,
+                           db: false, s: true, l: true, g: true)
+        let data = Segment(base: 0, limit: 0xffff_ffff, selector: FlatSelector.kernelSS64, type: 3, present: true, dpl: 3,
+                           db: true, s: true, l: false, g: true)
+        sregs.ss = data
+        let null = Segment(selector: 0, unusable: true)
+        sregs.ds = null; sregs.es = null; sregs.fs = null; sregs.gs = null
+        sregs.gdt = DescriptorTable(base: area.gdtVirtual(vcpu), limit: 0xffff)
+        sregs.idt = DescriptorTable(base: area.idtVirtual, limit: 0xfff)
+        sregs.tr = Segment(base: area.tssVirtual(vcpu), limit: 0x67, selector: DescriptorTablesBuilder.tssSelector,
+                           type: 11, present: true)
+        sregs.ldt = Segment(selector: 0, unusable: true)
+        try cpu.setSpecialRegisters(sregs)
+        try cpu.setMSRs([
+            (MSR.star, UInt64(FlatSelector.ring3CS32) << 48 | UInt64(FlatSelector.ring0CS64) << 32),
+            (MSR.lstar, area.syscallStubVirtual),
+            (MSR.cstar, area.syscallStubVirtual),
+            (MSR.sfmask, RFlags.trap | RFlags.interrupt | RFlags.direction | RFlags.alignmentCheck | RFlags.nestedTask),
+            (MSR.kernelGSBase, 0),
+        ])
+        var regs = Registers()
+        if let boot {
+            regs.rip = boot.rip
+            regs.rsp = boot.rsp
+            regs.rsi = boot.startInfo
+            regs.rflags = boot.rflags | RFlags.fixed
+        }
+        try cpu.setRegisters(regs)
+    }
+
+    /// Starts a thread per vCPU.
+    public func start() {
+        for runner in runners {
+            finished.enter()
+            let group = finished
+            let thread = Thread {
+                runner.run()
+                group.leave()
+            }
+            thread.name = "d\(domain.id)v\(runner.vcpu.id)"
+            thread.stackSize = 8 << 20
+            threads.append(thread)
+            thread.start()
+        }
+    }
+
+    /// Waits until every vCPU thread has stopped (the domain finished).
+    public func waitUntilStopped() {
+        finished.wait()
+    }
+
+    /// Waits up to `seconds`; returns whether every vCPU thread stopped.
+    public func waitUntilStopped(seconds: Double) -> Bool {
+        finished.wait(timeout: .now() + seconds) == .success
+    }
+
+    /// Stops the domain: it is crashed with `reason` if still running, and its vCPUs
+    /// leave the guest.
+    public func destroy(reason: String = "destroyed") {
+        if !domain.isFinished { domain.destroy(reason) }
+        for runner in runners { runner.wakeup.wake() }
+    }
+
+    /// The crash report of the first vCPU that saw the domain crash, if any.
+    public var crashReport: String? {
+        runners.lazy.compactMap { $0.crashReport }.first
+    }
+}

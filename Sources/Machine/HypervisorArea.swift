@@ -1,0 +1,244 @@
+import GuestMemory
+import Hypervisor
+import XenABI
+
+/// The part of a domain's VM that belongs to the hypervisor: guest-physical pages
+/// above the domain's RAM, mapped at guest-virtual addresses in the hypervisor's L4
+/// slots (256–258) of every guest L4.
+///
+/// Guest-physical layout (pages from `base`):
+///
+///     0            shared_info (guest-mappable)
+///     1 ..< 33     grant-table frames (guest-mappable)
+///     33           stubs page        (ring-0 code)
+///     34           IDT
+///     35 + 26·v    vCPU v: GDT (16 pages), TSS, IST stack, operation buffer (8 pages)
+///     ...          M2P (8 bytes per RAM frame)
+///     ...          the hypervisor's own page tables
+///
+/// Guest-virtual layout:
+///
+///     0xffff800000000000  slot 256  M2P, read-only, user-readable (as on Xen)
+///     0xffff808000000000  slot 257  stubs, IDT, per-vCPU GDT/TSS/stack/buffer; supervisor only
+///     0xffff810000000000  slot 258  direct map of guest RAM; supervisor only
+public struct HypervisorArea: Sendable {
+    public static let grantFrames = 32
+    static let pagesPerVCPU = 26
+    static let gdtPages = 16
+    static let operationBufferPages = 8
+
+    public let ramFrames: UInt64
+    public let vcpuCount: Int
+    /// First guest-physical address of the area.
+    public let base: UInt64
+    public let m2pPages: UInt64
+    public let totalPages: UInt64
+
+    // Guest-virtual bases.
+    public static let m2pVirtual: UInt64 = 0xffff_8000_0000_0000
+    public static let privateVirtual: UInt64 = 0xffff_8080_0000_0000
+    public static let directMapVirtual: UInt64 = 0xffff_8100_0000_0000
+    static let perVCPUVirtualOffset: UInt64 = 0x10_0000
+    static let perVCPUVirtualStride: UInt64 = 0x4_0000
+
+    public init(ramFrames: UInt64, vcpuCount: Int) {
+        self.ramFrames = ramFrames
+        self.vcpuCount = vcpuCount
+        let gib: UInt64 = 1 << 30
+        self.base = max(gib, (ramFrames * pageSize + gib - 1) / gib * gib)
+        self.m2pPages = max(1, (ramFrames * 8 + pageSize - 1) / pageSize)
+        let fixed = 35 + UInt64(vcpuCount * Self.pagesPerVCPU) + m2pPages
+        self.totalPages = fixed + Self.pageTablePages(ramFrames: ramFrames, m2pPages: m2pPages, vcpuCount: vcpuCount)
+    }
+
+    // MARK: Guest-physical addresses
+
+    func page(_ index: UInt64) -> GuestPhysicalAddress { GuestPhysicalAddress(base + index * pageSize) }
+    public var sharedInfo: GuestPhysicalAddress { page(0) }
+    public var grantTable: GuestPhysicalAddress { page(1) }
+    var stubs: GuestPhysicalAddress { page(33) }
+    var idt: GuestPhysicalAddress { page(34) }
+    func vcpuBlock(_ vcpu: Int) -> UInt64 { 35 + UInt64(vcpu * Self.pagesPerVCPU) }
+    func gdt(_ vcpu: Int) -> GuestPhysicalAddress { page(vcpuBlock(vcpu)) }
+    func tss(_ vcpu: Int) -> GuestPhysicalAddress { page(vcpuBlock(vcpu) + 16) }
+    func istStack(_ vcpu: Int) -> GuestPhysicalAddress { page(vcpuBlock(vcpu) + 17) }
+    func operationBuffer(_ vcpu: Int) -> GuestPhysicalAddress { page(vcpuBlock(vcpu) + 18) }
+    var m2p: GuestPhysicalAddress { page(35 + UInt64(vcpuCount * Self.pagesPerVCPU)) }
+    var firstPageTablePage: UInt64 { 35 + UInt64(vcpuCount * Self.pagesPerVCPU) + m2pPages }
+
+    // MARK: Guest-virtual addresses
+
+    var stubsVirtual: UInt64 { Self.privateVirtual }
+    var idtVirtual: UInt64 { Self.privateVirtual + 0x1000 }
+    func vcpuVirtual(_ vcpu: Int) -> UInt64 {
+        Self.privateVirtual + Self.perVCPUVirtualOffset + UInt64(vcpu) * Self.perVCPUVirtualStride
+    }
+    func gdtVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) }
+    func tssVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x10000 }
+    /// Top of the IST stack: the CPU pushes exception frames just below it.
+    func istTopVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x12000 }
+    func operationBufferVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x12000 }
+    var syscallStubVirtual: UInt64 { stubsVirtual + UInt64(StubCode.syscallStubOffset) }
+    var applyVirtual: UInt64 { stubsVirtual + UInt64(StubCode.applyOffset) }
+    func vectorStubVirtual(_ vector: Int) -> UInt64 { stubsVirtual + UInt64(vector * StubCode.vectorStubStride) }
+    /// Guest-physical address of the interrupt frame (rip, cs, rflags, rsp, ss) at the IST top.
+    func frame(_ vcpu: Int) -> GuestPhysicalAddress { GuestPhysicalAddress(istStack(vcpu).rawValue + pageSize - 40) }
+    func frameVirtual(_ vcpu: Int) -> UInt64 { istTopVirtual(vcpu) - 40 }
+    /// Capacity of the operation buffer in {op, a, b} triples.
+    var operationCapacity: Int { Int(UInt64(Self.operationBufferPages) * pageSize / 24) }
+
+    // MARK: Page tables
+
+    static func pageTablePages(ramFrames: UInt64, m2pPages: UInt64, vcpuCount: Int) -> UInt64 {
+        let m2pL1 = (m2pPages + 511) / 512
+        let m2pL2 = (m2pL1 + 511) / 512
+        let privateBytes = perVCPUVirtualOffset + UInt64(vcpuCount) * perVCPUVirtualStride
+        let privateL1 = (privateBytes / pageSize + 511) / 512
+        let ramBytes = ramFrames * pageSize
+        let directL2 = (ramBytes + (1 << 30) - 1) >> 30
+        return 3 /* L3s */ + m2pL2 + m2pL1 + 1 /* private L2 */ + privateL1 + directL2 + 1 /* tail L1 */
+    }
+
+    /// The entries for L4 slots 256–258, as the core installs them into guest L4s.
+    public var l4Entries: [(slot: Int, entry: UInt64)] {
+        let flags = PTE.present | PTE.rw | PTE.accessed
+        return [
+            (256, page(firstPageTablePage).rawValue | flags | PTE.user),
+            (257, page(firstPageTablePage + 1).rawValue | flags),
+            (258, page(firstPageTablePage + 2).rawValue | flags),
+        ]
+    }
+
+    /// The core's view of this layout.
+    public var domainLayout: DomainLayout {
+        DomainLayout(ramFrames: ramFrames, sharedInfo: sharedInfo, grantFrames: grantTable, grantFrameCount: Self.grantFrames,
+                     machineToPhys: m2p, machineToPhysEntries: ramFrames, hypervisorL4Entries: l4Entries,
+                     directMapBase: Self.directMapVirtual)
+    }
+
+    /// Writes the hypervisor's page tables, stubs, IDT, TSSs, reserved GDT entries and
+    /// an identity M2P into `memory`.
+    func install(into memory: GuestMemory) throws(GuestMemoryError) {
+        var allocator = firstPageTablePage + 3
+        func allocate() -> GuestPhysicalAddress { defer { allocator += 1 }; return page(allocator) }
+        let l3M2P = page(firstPageTablePage)
+        let l3Private = page(firstPageTablePage + 1)
+        let l3Direct = page(firstPageTablePage + 2)
+        let table = PTE.present | PTE.rw | PTE.accessed
+
+        // Maps one 4 KiB page at `virtual` under `l3` with leaf `flags`, creating tables.
+        var l2Cache: [UInt64: GuestPhysicalAddress] = [:]
+        var l1Cache: [UInt64: GuestPhysicalAddress] = [:]
+        func map(_ virtual: UInt64, to physical: GuestPhysicalAddress, flags: UInt64, l3: GuestPhysicalAddress, user: Bool) throws(GuestMemoryError) {
+            let va = GuestVirtualAddress(virtual)
+            let tableFlags = table | (user ? PTE.user : 0)
+            let l3Slot = GuestPhysicalAddress(l3.rawValue + UInt64(va.tableIndex(level: 3)) * 8)
+            let l2Key = virtual >> 30
+            let l2: GuestPhysicalAddress
+            if let cached = l2Cache[l2Key] { l2 = cached } else {
+                l2 = allocate(); l2Cache[l2Key] = l2
+                try memory.write(l2.rawValue | tableFlags, at: l3Slot)
+            }
+            let l1Key = virtual >> 21
+            let l1: GuestPhysicalAddress
+            if let cached = l1Cache[l1Key] { l1 = cached } else {
+                l1 = allocate(); l1Cache[l1Key] = l1
+                try memory.write(l1.rawValue | tableFlags, at: GuestPhysicalAddress(l2.rawValue + UInt64(va.tableIndex(level: 2)) * 8))
+            }
+            try memory.write(physical.rawValue | flags, at: GuestPhysicalAddress(l1.rawValue + UInt64(va.tableIndex(level: 1)) * 8))
+        }
+
+        // M2P: read-only for the guest, identity for RAM frames.
+        for index in 0..<m2pPages {
+            try map(Self.m2pVirtual + index * pageSize, to: page(35 + UInt64(vcpuCount * Self.pagesPerVCPU) + index),
+                    flags: PTE.present | PTE.user | PTE.accessed | PTE.nx, l3: l3M2P, user: true)
+        }
+        for frame in 0..<ramFrames { try memory.write(frame, at: GuestPhysicalAddress(m2p.rawValue + frame * 8)) }
+
+        // Private area: stubs (executable), IDT (read-only), per-vCPU pages.
+        try map(stubsVirtual, to: stubs, flags: PTE.present | PTE.accessed, l3: l3Private, user: false)
+        try map(idtVirtual, to: idt, flags: PTE.present | PTE.accessed | PTE.nx, l3: l3Private, user: false)
+        let data = PTE.present | PTE.rw | PTE.accessed | PTE.dirty | PTE.nx
+        for vcpu in 0..<vcpuCount {
+            for index in 0..<UInt64(Self.pagesPerVCPU) {
+                try map(vcpuVirtual(vcpu) + index * pageSize, to: page(vcpuBlock(vcpu) + index), flags: data, l3: l3Private, user: false)
+            }
+        }
+
+        // Direct map of RAM: 2 MiB pages, and 4 KiB pages for a last partial 2 MiB.
+        let ramBytes = ramFrames * pageSize
+        var offset: UInt64 = 0
+        var directL2: [UInt64: GuestPhysicalAddress] = [:]
+        while offset + (1 << 21) <= ramBytes {
+            let gib = offset >> 30
+            let l2: GuestPhysicalAddress
+            if let cached = directL2[gib] { l2 = cached } else {
+                l2 = allocate(); directL2[gib] = l2
+                try memory.write(l2.rawValue | table, at: GuestPhysicalAddress(l3Direct.rawValue + gib * 8))
+            }
+            try memory.write(offset | data | PTE.pse, at: GuestPhysicalAddress(l2.rawValue + ((offset >> 21) & 511) * 8))
+            offset += 1 << 21
+        }
+        while offset < ramBytes {
+            try map(Self.directMapVirtual + offset, to: GuestPhysicalAddress(offset), flags: data, l3: l3Direct, user: false)
+            offset += pageSize
+        }
+
+        // Code, descriptor tables, TSSs.
+        try memory.writeBytes(StubCode.page(), at: stubs)
+        try memory.writeBytes(DescriptorTablesBuilder.idt(stubs: stubsVirtual), at: idt)
+        for vcpu in 0..<vcpuCount {
+            try memory.writeBytes(DescriptorTablesBuilder.tss(istTop: istTopVirtual(vcpu)), at: tss(vcpu))
+            for (index, descriptor) in DescriptorTablesBuilder.reservedGDTEntries(tss: tssVirtual(vcpu)) {
+                try memory.write(descriptor, at: GuestPhysicalAddress(gdt(vcpu).rawValue + UInt64(index) * 8))
+            }
+        }
+    }
+}
+
+/// Descriptor tables of Xen's reserved range (arch-x86/xen-x86_64.h selectors).
+enum DescriptorTablesBuilder {
+    static let tssSelector: UInt16 = 0xe040
+
+    /// (GDT index, descriptor) for Xen's reserved selectors and the TSS.
+    static func reservedGDTEntries(tss: UInt64) -> [(Int, UInt64)] {
+        let first = FlatSelector.firstReservedGDTEntry
+        let tssLimit: UInt64 = 0x67
+        // Type 0xb: a busy 64-bit TSS, since TR is loaded directly with it.
+        let tssLow = tssLimit | (tss & 0xff_ffff) << 16 | 0x8b << 40 | ((tss >> 24) & 0xff) << 56
+        return [
+            (first + 1, 0x00af_9b00_0000_ffff),   // 0xe008 ring-0 code, 64-bit
+            (first + 2, 0x00cf_9300_0000_ffff),   // 0xe010 ring-0 data
+            (first + 4, 0x00cf_fb00_0000_ffff),   // 0xe023 ring-3 code, 32-bit
+            (first + 5, 0x00cf_f300_0000_ffff),   // 0xe02b ring-3 data
+            (first + 6, 0x00af_fb00_0000_ffff),   // 0xe033 ring-3 code, 64-bit
+            (first + 8, tssLow),   // 0xe040 TSS
+            (first + 9, tss >> 32),
+        ]
+    }
+
+    /// 256 interrupt gates: ring-0 code, IST 1, DPL 0 except #BP and #OF (DPL 3, so
+    /// `int3`/`into` from ring 3 reach their stubs).
+    static func idt(stubs: UInt64) -> [UInt8] {
+        var writer = ByteWriter(size: 4096)
+        for vector in 0..<256 {
+            let handler = stubs + UInt64(vector * StubCode.vectorStubStride)
+            let dpl: UInt64 = (vector == 3 || vector == 4) ? 3 : 0
+            let low = (handler & 0xffff) | UInt64(FlatSelector.ring0CS64) << 16 | 1 << 32 /* IST1 */
+                | (0x8e | dpl << 5) << 40 | ((handler >> 16) & 0xffff) << 48
+            writer.set(low, at: vector * 16)
+            writer.set(handler >> 32, at: vector * 16 + 8)
+        }
+        return writer.bytes
+    }
+
+    /// A 64-bit TSS whose IST1 is the vCPU's stack and whose I/O bitmap is absent, so
+    /// every port access from ring 3 faults.
+    static func tss(istTop: UInt64) -> [UInt8] {
+        var writer = ByteWriter(size: 0x68)
+        writer.set(istTop, at: 0x04)   // RSP0 (unused: every gate uses IST1)
+        writer.set(istTop, at: 0x24)   // IST1
+        writer.set(UInt16(0x68), at: 0x66)   // I/O map base beyond the limit
+        return writer.bytes
+    }
+}

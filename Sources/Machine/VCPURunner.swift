@@ -1,0 +1,393 @@
+import Foundation
+import GuestMemory
+import Hypervisor
+import KVM
+import XenABI
+
+/// The exit loop of one vCPU, on its own thread.
+///
+/// Every entry into the hypervisor is a ring-0 stub exit: an exception or interrupt
+/// vector's IDT stub, the `syscall` stub, or the apply routine asking for more work.
+/// The runner turns the exit into a `GuestContext`, lets the hypervisor core handle
+/// it, then resumes through the stub's `iretq` with a rewritten frame — first running
+/// the apply routine if page-table stores, TLB flushes, a CR3 or segment-base change
+/// are needed (docs/ARCHITECTURE.md, "Machine").
+final class VCPURunner: @unchecked Sendable {
+    let vcpu: VCPU
+    let cpu: VirtualCPU
+    let area: HypervisorArea
+    let wakeup: Wakeup
+    var domain: Domain { vcpu.domain }
+
+    /// The vector Domus injects to pull a running vCPU into the hypervisor.
+    static let kickVector: UInt8 = 0x20
+
+    private var timer: ThreadTimer?
+    private var interruptQueued = false
+    /// Operations still to run in the VM when the buffer overflowed.
+    private var pendingOperations: [(UInt64, UInt64, UInt64)] = []
+    private var pendingRestore: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    private var lastTimeUpdate: UInt64 = 0
+    /// The user-mode CS/SS last returned to (the syscall stub does not record them).
+    private var userCS = FlatSelector.userCS64
+    private var userSS = FlatSelector.userSS64
+    private(set) var crashReport: String?
+
+    init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea) throws(KVMError) {
+        self.vcpu = vcpu
+        self.cpu = cpu
+        self.area = area
+        self.wakeup = try Wakeup(cpu: cpu)
+        vcpu.waker.withLock { $0 = wakeup }
+    }
+
+    // MARK: Loop
+
+    func run() {
+        cpu.bindCurrentThread()
+        timer = try? ThreadTimer()
+        guard vcpu.online else { return }
+        while !domain.isFinished {
+            armTimer()
+            wakeup.inGuest.store(true, ordering: .sequentiallyConsistent)
+            if !interruptQueued && needsAttention() && atGuestLevel() {
+                try? cpu.injectInterrupt(Self.kickVector)
+                interruptQueued = true
+            }
+            let exit = cpu.runOnce()
+            wakeup.inGuest.store(false, ordering: .sequentiallyConsistent)
+            cpu.clearKick()
+            handle(exit)
+        }
+        timer?.arm(at: nil)
+    }
+
+    /// Whether the vCPU was last seen in guest code (ring 3), not inside a stub.
+    private func atGuestLevel() -> Bool { cpu.specialRegisters.cs.dpl == 3 }
+
+    /// Whether something needs the hypervisor before the guest runs on.
+    private func needsAttention() -> Bool {
+        if vcpu.remoteFlush.load(ordering: .acquiring) || vcpu.gdtChanged.load(ordering: .acquiring) { return true }
+        if let expiry = vcpu.timer.withLock({ $0.nextExpiry }), expiry <= domain.systemTime() { return true }
+        return vcpu.upcallPending() && !vcpu.upcallMask()
+    }
+
+    private func armTimer() {
+        let expiry = vcpu.timer.withLock { $0.nextExpiry }
+        timer?.arm(at: expiry.map { domain.bootTime &+ $0 })
+    }
+
+    private func handle(_ exit: VMExit) {
+        switch exit {
+        case let .io(port, _, size, _):
+            let sregs = cpu.specialRegisters
+            guard sregs.cs.dpl == 0 else {
+                crash("port I/O from the guest (port \(hex(UInt64(port)))) reached the host; this host lets ring 3 do I/O, which Domus does not support")
+                return
+            }
+            switch size {
+            case 1: handleVector(UInt8(truncatingIfNeeded: port), sregs: sregs)
+            case 2: handleSyscallStub(sregs: sregs)
+            case 4: continueOperations()
+            default: crash("unexpected \(size)-byte port exit from the hypervisor's stubs")
+            }
+        case .interrupted:
+            vcpu.count(exit: "kick")
+        case .shutdown:
+            crash("triple fault")
+        case let .mmio(address, _, isWrite, _):
+            crash("guest-physical access \(hex(address)) (\(isWrite ? "write" : "read")) outside the domain's memory")
+        case .halt:
+            crash("unexpected hlt")
+        case let .failEntry(reason):
+            crash("VM entry failed (hardware reason \(hex(reason)))")
+        case let .internalError(suberror):
+            crash("KVM internal error \(suberror)")
+        case let .systemEvent(type):
+            crash("KVM system event \(type)")
+        case let .unknown(reason):
+            crash("unknown KVM exit \(reason)")
+        }
+    }
+
+    // MARK: Exits
+
+    private func handleVector(_ vector: UInt8, sregs: SpecialRegisters) {
+        let regs = cpu.registers
+        let hasError = vector < 32 && X86Exception.hasErrorCode(vector)
+        let top = area.istStack(vcpu.id).rawValue + pageSize
+        let frameBase = GuestPhysicalAddress(top - (hasError ? 48 : 40))
+        guard let words = try? (0..<(hasError ? 6 : 5)).map({ (index: Int) throws -> UInt64 in
+            try domain.memory.read(UInt64.self, at: GuestPhysicalAddress(frameBase.rawValue + UInt64(index) * 8))
+        }) else {
+            crash("cannot read the exception frame")
+            return
+        }
+        let errorCode = hasError ? words[0] : 0
+        let frame = Array(words.suffix(5))   // rip, cs, rflags, rsp, ss
+        if frame[1] & 3 == 0 {
+            hypervisorFault(vector: vector, errorCode: errorCode, rip: frame[0], regs: regs, sregs: sregs)
+            return
+        }
+        var context = makeContext(regs, sregs)
+        context.rip = frame[0]
+        context.cs = UInt16(truncatingIfNeeded: frame[1])
+        context.rflags = frame[2]
+        context.rsp = frame[3]
+        context.ss = UInt16(truncatingIfNeeded: frame[4])
+        let entry = context
+        let outcome: ExitOutcome
+        if vector == Self.kickVector {
+            vcpu.count(exit: "interrupt")
+            interruptQueued = false
+            outcome = .resume
+        } else if vector == X86Exception.generalProtection && frame[0] == area.syscallStubVirtual {
+            // Hosts whose ring-3 `syscall` lands at MSR_LSTAR without changing privilege
+            // (PVM): the stub's first instruction faults; the syscall state is in rcx/r11.
+            vcpu.count(exit: "syscall")
+            context.rip = regs.rcx
+            outcome = Traps.syscall(vcpu, &context, returnAddress: regs.rcx, flags: regs.r11)
+        } else {
+            vcpu.count(exit: vector < 32 ? X86Exception.mnemonic(vector) : "vector \(vector)")
+            outcome = Traps.exception(vcpu, &context, vector: vector, errorCode: errorCode, faultAddress: sregs.cr2)
+        }
+        finish(outcome, context, entry: entry, sregs: sregs, stubReturn: regs.rip)
+    }
+
+    private func handleSyscallStub(sregs: SpecialRegisters) {
+        vcpu.count(exit: "syscall")
+        let regs = cpu.registers
+        var context = makeContext(regs, sregs)
+        context.cs = vcpu.mode == .kernel ? FlatSelector.kernelCS64 : userCS
+        context.ss = vcpu.mode == .kernel ? FlatSelector.kernelSS64 : userSS
+        context.rip = regs.rcx
+        context.rflags = regs.r11
+        let entry = context
+        let outcome = Traps.syscall(vcpu, &context, returnAddress: regs.rcx, flags: regs.r11)
+        finish(outcome, context, entry: entry, sregs: sregs, stubReturn: regs.rip)
+    }
+
+    private func makeContext(_ regs: Registers, _ sregs: SpecialRegisters) -> GuestContext {
+        var context = GuestContext()
+        context.rax = regs.rax; context.rbx = regs.rbx; context.rcx = regs.rcx; context.rdx = regs.rdx
+        context.rsi = regs.rsi; context.rdi = regs.rdi; context.rsp = regs.rsp; context.rbp = regs.rbp
+        context.r8 = regs.r8; context.r9 = regs.r9; context.r10 = regs.r10; context.r11 = regs.r11
+        context.r12 = regs.r12; context.r13 = regs.r13; context.r14 = regs.r14; context.r15 = regs.r15
+        context.ds = sregs.ds.selector; context.es = sregs.es.selector
+        context.fs = sregs.fs.selector; context.gs = sregs.gs.selector
+        context.fsBase = sregs.fs.base
+        context.gsBase = sregs.gs.base
+        return context
+    }
+
+    // MARK: After the core
+
+    private func finish(_ outcome: ExitOutcome, _ handled: GuestContext, entry: GuestContext, sregs: SpecialRegisters, stubReturn: UInt64) {
+        var context = handled
+        switch outcome {
+        case .stop:
+            if case let .crashed(reason) = domain.lifecycle.withLock({ $0 }) {
+                crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: entry)
+            }
+            return
+        case .block:
+            block(ports: nil, deadline: nil)
+        case let .poll(ports, deadline):
+            block(ports: ports, deadline: deadline)
+        case .yield:
+            sched_yield()
+        case .resume:
+            break
+        }
+        prepareResume(&context)
+        if domain.isFinished {
+            if case let .crashed(reason) = domain.lifecycle.withLock({ $0 }), crashReport == nil {
+                crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: entry)
+            }
+            return
+        }
+        resume(context, sregs: sregs, stubReturn: stubReturn)
+    }
+
+    /// Timers, remote flushes, GDT changes and event upcalls, before the guest runs.
+    private func prepareResume(_ context: inout GuestContext) {
+        checkTimers()
+        if vcpu.remoteFlush.exchange(false, ordering: .acquiringAndReleasing) { vcpu.pendingWork.flushAll = true }
+        if vcpu.gdtChanged.exchange(false, ordering: .acquiringAndReleasing) { loadGDT() }
+        let now = domain.clock.monotonicNanoseconds()
+        if now &- lastTimeUpdate > 1_000_000_000 {
+            TimeKeeper.update(vcpu)
+            lastTimeUpdate = now
+        }
+        Traps.deliverPendingEvents(vcpu, &context)
+        if vcpu.mode == .user {
+            userCS = context.cs
+            userSS = context.ss
+        }
+    }
+
+    private func checkTimers() {
+        let now = domain.systemTime()
+        let fired = vcpu.timer.withLock { timer -> Bool in
+            var fired = false
+            if let deadline = timer.deadline, deadline <= now {
+                timer.deadline = nil
+                fired = true
+            }
+            if let next = timer.periodicNext, let period = timer.period, next <= now {
+                let missed = (now - next) / period + 1
+                timer.periodicNext = next &+ missed &* period
+                fired = true
+            }
+            return fired
+        }
+        if fired {
+            TimeKeeper.update(vcpu)
+            lastTimeUpdate = domain.clock.monotonicNanoseconds()
+            domain.raiseVIRQ(VIRQ.timer, vcpu: vcpu.id)
+        }
+    }
+
+    /// Copies the guest's GDT (checked descriptors) into the hardware GDT.
+    private func loadGDT() {
+        let base = area.gdt(vcpu.id).rawValue
+        let entries = min(vcpu.gdtEntries, FlatSelector.maxGuestGDTEntries)
+        for index in 0..<FlatSelector.maxGuestGDTEntries {
+            var descriptor: UInt64 = 0
+            if index < entries, index / 512 < vcpu.gdtFrames.count, let frame = vcpu.gdtFrames[index / 512].address {
+                let raw: UInt64 = (try? domain.memory.read(at: GuestPhysicalAddress(frame.rawValue + UInt64(index % 512) * 8))) ?? 0
+                descriptor = DescriptorRules.isAllowed(raw) ? DescriptorRules.fixup(raw) : 0
+            }
+            try? domain.memory.write(descriptor, at: GuestPhysicalAddress(base + UInt64(index) * 8))
+        }
+    }
+
+    /// Blocks the vCPU (SCHEDOP_block, or SCHEDOP_poll when `ports` is given).
+    private func block(ports: [UInt32]?, deadline: UInt64?) {
+        vcpu.blocked.store(true, ordering: .sequentiallyConsistent)
+        let start = domain.systemTime()
+        while !domain.isFinished {
+            checkTimers()
+            if let ports {
+                if ports.contains(where: { domain.isPending(port: $0) }) { break }
+                if let deadline, domain.systemTime() >= deadline { break }
+            } else if vcpu.upcallPending() {
+                break
+            }
+            let expiry = [vcpu.timer.withLock { $0.nextExpiry }, deadline].compactMap { $0 }.min()
+            wakeup.wait(until: expiry.map { domain.bootTime &+ $0 }, now: domain.clock.monotonicNanoseconds())
+        }
+        vcpu.blocked.store(false, ordering: .sequentiallyConsistent)
+        vcpu.blockedTime &+= domain.systemTime() &- start
+        vcpu.count(exit: "blocked")
+    }
+
+    // MARK: Resuming
+
+    /// Returns to the guest through the stub's iretq: writes the interrupt frame and the
+    /// registers, and routes through the apply routine when there is work for it.
+    private func resume(_ context: GuestContext, sregs: SpecialRegisters, stubReturn: UInt64) {
+        var operations: [(UInt64, UInt64, UInt64)] = []
+        let work = vcpu.pendingWork
+        vcpu.pendingWork = PendingMachineWork()
+        for (address, value) in work.pageTableStores where address.rawValue < area.ramFrames * pageSize {
+            operations.append((StubCode.Operation.store.rawValue, HypervisorArea.directMapVirtual + address.rawValue, value))
+        }
+        let cr3 = vcpu.activeTable?.address?.rawValue ?? sregs.cr3
+        if cr3 != sregs.cr3 {
+            operations.append((StubCode.Operation.loadCR3.rawValue, cr3, 0))
+        } else if work.flushAll {
+            operations.append((StubCode.Operation.flushAll.rawValue, 0, 0))
+        } else {
+            for address in work.invalidations { operations.append((StubCode.Operation.invalidate.rawValue, address, 0)) }
+        }
+        if context.fsBase != sregs.fs.base {
+            operations.append((StubCode.Operation.writeMSR.rawValue, UInt64(MSR.fsBase), context.fsBase))
+        }
+        if context.gsBase != sregs.gs.base {
+            operations.append((StubCode.Operation.writeMSR.rawValue, UInt64(MSR.gsBase), context.gsBase))
+        }
+
+        let rflags = (context.rflags & ~RFlags.iopl) | RFlags.interrupt | RFlags.fixed
+        let frame = [context.rip, UInt64(context.cs | 3), rflags, context.rsp, UInt64(context.ss | 3)]
+        for (index, word) in frame.enumerated() {
+            try? domain.memory.write(word, at: GuestPhysicalAddress(area.frame(vcpu.id).rawValue + UInt64(index) * 8))
+        }
+
+        var regs = Registers()
+        regs.rax = context.rax; regs.rbx = context.rbx; regs.rcx = context.rcx; regs.rdx = context.rdx
+        regs.rsi = context.rsi; regs.rdi = context.rdi; regs.rbp = context.rbp
+        regs.r8 = context.r8; regs.r9 = context.r9; regs.r10 = context.r10; regs.r11 = context.r11
+        regs.r12 = context.r12; regs.r13 = context.r13; regs.r14 = context.r14; regs.r15 = context.r15
+        regs.rsp = area.frameVirtual(vcpu.id)
+        regs.rflags = RFlags.fixed
+        if operations.isEmpty {
+            regs.rip = stubReturn   // the stub's `out`; KVM completes it and the iretq follows
+        } else {
+            pendingOperations = operations
+            pendingRestore = (context.rax, context.rcx, context.rdx, context.rsi)
+            regs.rip = area.applyVirtual
+            regs.rsi = writeOperationChunk()
+            vcpu.count(exit: "apply")
+        }
+        cpu.registers = regs
+    }
+
+    /// Writes the next chunk of operations into the buffer, ending with END (and the
+    /// registers to restore) or MORE; returns the buffer's guest-virtual address.
+    private func writeOperationChunk() -> UInt64 {
+        let capacity = area.operationCapacity - 2
+        let chunk = pendingOperations.prefix(capacity)
+        pendingOperations.removeFirst(chunk.count)
+        var words: [UInt64] = []
+        words.reserveCapacity((chunk.count + 2) * 3)
+        for (op, a, b) in chunk { words += [op, a, b] }
+        if pendingOperations.isEmpty {
+            words += [StubCode.Operation.end.rawValue, pendingRestore.0, pendingRestore.1, pendingRestore.2, pendingRestore.3, 0]
+        } else {
+            words += [StubCode.Operation.more.rawValue, 0, 0]
+        }
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(words.count * 8)
+        for word in words { for shift in stride(from: 0, to: 64, by: 8) { bytes.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) } }
+        try? domain.memory.writeBytes(bytes, at: area.operationBuffer(vcpu.id))
+        return area.operationBufferVirtual(vcpu.id)
+    }
+
+    /// The apply routine ran out of buffer: give it the next chunk.
+    private func continueOperations() {
+        guard !pendingOperations.isEmpty else {
+            crash("the apply routine asked for more work than was queued")
+            return
+        }
+        var regs = cpu.registers
+        regs.rsi = writeOperationChunk()
+        cpu.registers = regs
+    }
+
+    // MARK: Faults
+
+    /// An exception inside the hypervisor's own ring-0 code: a return to the guest with
+    /// a frame the CPU refused (bad selector, non-canonical address), or a bug.
+    private func hypervisorFault(vector: UInt8, errorCode: UInt64, rip: UInt64, regs: Registers, sregs: SpecialRegisters) {
+        let frame = (0..<5).compactMap { try? domain.memory.read(UInt64.self, at: GuestPhysicalAddress(area.frame(vcpu.id).rawValue + UInt64($0) * 8)) }
+        let target = frame.count == 5
+            ? "returning to rip \(hex(frame[0])) cs \(hex(frame[1])) rflags \(hex(frame[2])) rsp \(hex(frame[3])) ss \(hex(frame[4]))"
+            : "frame unreadable"
+        crash("\(X86Exception.mnemonic(vector)) (error \(hex(errorCode))) in the hypervisor's ring-0 code at \(hex(rip)) \(target)")
+    }
+
+    private func crash(_ reason: String) {
+        let regs = cpu.registers
+        var context = GuestContext()
+        context.rax = regs.rax; context.rbx = regs.rbx; context.rcx = regs.rcx; context.rdx = regs.rdx
+        context.rsi = regs.rsi; context.rdi = regs.rdi; context.rsp = regs.rsp; context.rbp = regs.rbp
+        context.r8 = regs.r8; context.r9 = regs.r9; context.r10 = regs.r10; context.r11 = regs.r11
+        context.r12 = regs.r12; context.r13 = regs.r13; context.r14 = regs.r14; context.r15 = regs.r15
+        context.rip = regs.rip; context.rflags = regs.rflags
+        domain.crash("\(vcpu.name): \(reason)")
+        if crashReport == nil { crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: context) }
+    }
+}
+
+func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
