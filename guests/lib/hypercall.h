@@ -15,12 +15,19 @@
 
 extern char hypercall_page[4096];
 
+/*
+ * The arguments are evaluated into plain locals first: an argument that calls
+ * a function would otherwise clobber register variables already loaded.
+ */
 #define _hypercall5(nr, a1, a2, a3, a4, a5) ({                              \
-    register unsigned long _a1 asm("rdi") = (unsigned long)(a1);            \
-    register unsigned long _a2 asm("rsi") = (unsigned long)(a2);            \
-    register unsigned long _a3 asm("rdx") = (unsigned long)(a3);            \
-    register unsigned long _a4 asm("r10") = (unsigned long)(a4);            \
-    register unsigned long _a5 asm("r8") = (unsigned long)(a5);             \
+    unsigned long _v1 = (unsigned long)(a1), _v2 = (unsigned long)(a2);     \
+    unsigned long _v3 = (unsigned long)(a3), _v4 = (unsigned long)(a4);     \
+    unsigned long _v5 = (unsigned long)(a5);                                \
+    register unsigned long _a1 asm("rdi") = _v1;                            \
+    register unsigned long _a2 asm("rsi") = _v2;                            \
+    register unsigned long _a3 asm("rdx") = _v3;                            \
+    register unsigned long _a4 asm("r10") = _v4;                            \
+    register unsigned long _a5 asm("r8") = _v5;                             \
     long _ret;                                                              \
     asm volatile("call hypercall_page + %c[off]"                            \
                  : "=a"(_ret), "+r"(_a1), "+r"(_a2), "+r"(_a3), "+r"(_a4),  \
