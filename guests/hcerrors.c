@@ -117,6 +117,8 @@ void guest_main(void)
 
     /* Set up the bad buffers. */
     memcpy(UNMAPPED_PAGE - 8, "partial\n", 8);
+    /* If the unmap silently failed, reading this as an argument must not look valid. */
+    memset(UNMAPPED_PAGE, 0xa5, PAGE_SIZE);
     memset(ro_page, 0x77, PAGE_SIZE);
     if ((rc = unmap_page(UNMAPPED_PAGE)) != 0)
         fail("unmapping the second edge page: %ld", rc);

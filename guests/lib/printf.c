@@ -171,7 +171,7 @@ int snprintf(char *buf, size_t size, const char *fmt, ...)
 
 void vprintk(const char *fmt, va_list ap)
 {
-    char buf[512];
+    char buf[1280];     /* room for a whole start_info.cmd_line */
     int n = vsnprintf(buf, sizeof(buf), fmt, ap);
 
     if (n >= (int)sizeof(buf))

@@ -48,7 +48,8 @@ static void __attribute__((noreturn)) stop(unsigned int reason)
 {
     long rc = shutdown(reason);
 
-    printk("domus-test: SCHEDOP_shutdown(%u) returned %ld\n", reason, rc);
+    /* Not a "domus-test:" line: the PASS/FAIL line stays the last one. */
+    printk("SCHEDOP_shutdown(%u) returned %ld\n", reason, rc);
     if (reason != SHUTDOWN_crash)
         shutdown(SHUTDOWN_crash);
     for (;;)

@@ -683,11 +683,12 @@ static void handle_hlt(void)
         struct kvm_regs call = g.r;
         handle_syscall(&g, &call, true);
     } else if (v == 13 && g.r.rip - hypercall_page_va < PAGE && in_kernel) {
-        /* The `hlt` in a hypercall stub. */
+        /* The `hlt` in a hypercall stub: treated exactly like `syscall`. */
         struct kvm_regs call = g.r;
         call.rcx = g.r.rip + 1;     /* return address */
         call.r11 = g.r.rflags;
-        handle_syscall(&g, &call, false);
+        g.r = call;
+        handle_syscall(&g, &call, true);
     } else if (v == 14 && in_kernel && emulate_m2p_load(&g, s.cr2)) {
         /* served */
     } else {
