@@ -1,5 +1,5 @@
 /*
- * pvsmoke: a deliberately tiny runner for the test guests, to smoke-test them
+ * pvsmoke: a small runner for the test guests, to smoke-test them
  * without a full hypervisor.  It is NOT Domus and not a reference: it
  * implements only what the guests in this directory use, following Xen's
  * behaviour as read in Xen's source (pv/iret.c, x86_64/entry.S
@@ -12,7 +12,8 @@
  * vector is a `hlt` in ring 0, so each exception exits to this program, which
  * plays Xen: hypercalls, bounce frames, the iret hypercall, user/kernel
  * page-table switching.  It returns to the guest through a ring-0 trampoline
- * (`pop cr3; pop rax; iretq`).  The p2m is deliberately not the identity:
+ * that applies pending page-table writes, loads cr3 and irets.  The p2m is
+ * deliberately not the identity:
  * mfn = MFN_TOP - 1 - pfn.
  *
  * Built to survive quirky nested-KVM hosts (like the one it was written on,
@@ -581,11 +582,11 @@ static bool has_error_code(unsigned v)
 }
 
 /*
- * A `syscall` (from_syscall) or an `int $0x82` from the hypercall page.  r
- * holds the registers as the instruction left them, with rcx = return
- * address and r11 = rflags.
+ * A `syscall`, or the `hlt` of a hypercall stub standing in for one.  r holds
+ * the registers as the instruction left them: rcx = return address,
+ * r11 = rflags.
  */
-static void handle_syscall(struct guest *g, const struct kvm_regs *r, bool from_syscall)
+static void handle_syscall(struct guest *g, const struct kvm_regs *r)
 {
     g->r.rip = r->rcx;
     g->r.rflags = r->r11;
@@ -597,10 +598,8 @@ static void handle_syscall(struct guest *g, const struct kvm_regs *r, bool from_
             do_iret(g);
         } else {
             g->r.rax = dispatch(g, r->rax, r->rdi, r->rsi, r->rdx, r->r10, r->r8);
-            if (from_syscall) {
-                g->r.rcx = g->r.rip;    /* sysret */
-                g->r.r11 = g->r.rflags;
-            }
+            g->r.rcx = g->r.rip;        /* Xen returns with sysret */
+            g->r.r11 = g->r.rflags;
         }
     } else if (syscall_callback) {
         g->cs = FLAT_USER_CS;
@@ -610,6 +609,7 @@ static void handle_syscall(struct guest *g, const struct kvm_regs *r, bool from_
     } else {
         g->cs = FLAT_USER_CS;
         g->ss = FLAT_USER_SS;
+        g->r.rip = r->rcx - 2;          /* no callback: #UD on the syscall */
         exception(g, 6, false, 0);
     }
 }
@@ -658,7 +658,7 @@ static void handle_hlt(void)
 
     if (r.rip - 1 == LSTAR_VA) {
         /* `syscall` arrived at CPL 0, as it should. */
-        handle_syscall(&g, &r, true);
+        handle_syscall(&g, &r);
         resume(&g);
         return;
     }
@@ -681,14 +681,14 @@ static void handle_hlt(void)
     if (v == 13 && g.r.rip == LSTAR_VA) {
         /* `syscall` that stayed at CPL 3 (quirky host): rcx/r11 are right. */
         struct kvm_regs call = g.r;
-        handle_syscall(&g, &call, true);
+        handle_syscall(&g, &call);
     } else if (v == 13 && g.r.rip - hypercall_page_va < PAGE && in_kernel) {
         /* The `hlt` in a hypercall stub: treated exactly like `syscall`. */
         struct kvm_regs call = g.r;
         call.rcx = g.r.rip + 1;     /* return address */
         call.r11 = g.r.rflags;
         g.r = call;
-        handle_syscall(&g, &call, true);
+        handle_syscall(&g, &call);
     } else if (v == 14 && in_kernel && emulate_m2p_load(&g, s.cr2)) {
         /* served */
     } else {
@@ -706,7 +706,7 @@ static void handle_hlt(void)
     resume(&g);
 }
 
-static void setup_cpu(uint64_t entry, uint64_t stack, uint64_t si_va, int kvm, int vm)
+static void setup_cpu(uint64_t entry, uint64_t stack, uint64_t si_va, int kvm)
 {
     /* Ring-0 stubs: every IDT vector and SYSCALL are `hlt`. */
     uint8_t *stubs = mem + STUBS_GPA;
@@ -749,7 +749,6 @@ static void setup_cpu(uint64_t entry, uint64_t stack, uint64_t si_va, int kvm, i
         die("KVM_GET_SUPPORTED_CPUID: %m");
     if (ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid) < 0)
         die("KVM_SET_CPUID2: %m");
-    (void)vm;
 
     struct kvm_sregs s;
     if (ioctl(vcpu_fd, KVM_GET_SREGS, &s) < 0)
@@ -994,7 +993,7 @@ int main(int argc, char **argv)
     uint64_t entry, stack, si_va;
     build(argv[1], argc > 2 ? argv[2] : "", &entry, &stack, &si_va);
     set_time();
-    setup_cpu(entry, stack, si_va, kvm, vm);
+    setup_cpu(entry, stack, si_va, kvm);
 
     for (;;) {
         if (ioctl(vcpu_fd, KVM_RUN, 0) < 0 && errno != EINTR)
