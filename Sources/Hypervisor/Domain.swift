@@ -180,3 +180,19 @@ public struct DomainState: Sendable {
         pages = PageTypeTable(frameCount: frameCount)
     }
 }
+
+extension Domain {
+    /// What the toolstack does once the initial page tables are written (Xen's
+    /// bootlate_pv): pin the L4 — which validates the whole tree — and make it vCPU 0's
+    /// page table base.
+    public func pinInitialPageTables(_ l4: FrameNumber) throws(XenError) {
+        var work = PendingMachineWork()
+        let env = mmuEnvironment
+        try state.withLock { state throws(XenError) in
+            try state.getPageType(l4, .l4, env, &work)
+            state.pages.update(l4) { $0.pinned = true }
+            try state.getPageType(l4, .l4, env, &work)
+        }
+        vcpus[0].kernelTable = l4
+    }
+}

@@ -19,6 +19,8 @@ public struct DomainLayout: Sendable, Equatable {
     public var machineToPhys: GuestPhysicalAddress
     /// How many machine frames the M2P covers.
     public var machineToPhysEntries: UInt64
+    /// Where the guest finds the M2P (XENMEM_machphys_mapping's v_start).
+    public var machineToPhysVirtual: UInt64
     /// Entries for L4 slots 256..<272 that every pinned guest L4 must carry
     /// (slot number, entry value). Zero entries are written as 0.
     public var hypervisorL4Entries: [(slot: Int, entry: UInt64)]
@@ -28,6 +30,7 @@ public struct DomainLayout: Sendable, Equatable {
 
     public init(ramFrames: UInt64, sharedInfo: GuestPhysicalAddress, grantFrames: GuestPhysicalAddress, grantFrameCount: Int,
                 machineToPhys: GuestPhysicalAddress, machineToPhysEntries: UInt64,
+                machineToPhysVirtual: UInt64 = HypervisorVirtualLayout.machToPhysStart,
                 hypervisorL4Entries: [(slot: Int, entry: UInt64)], directMapBase: UInt64) {
         self.ramFrames = ramFrames
         self.sharedInfo = sharedInfo
@@ -35,6 +38,7 @@ public struct DomainLayout: Sendable, Equatable {
         self.grantFrameCount = grantFrameCount
         self.machineToPhys = machineToPhys
         self.machineToPhysEntries = machineToPhysEntries
+        self.machineToPhysVirtual = machineToPhysVirtual
         self.hypervisorL4Entries = hypervisorL4Entries
         self.directMapBase = directMapBase
     }
@@ -43,6 +47,7 @@ public struct DomainLayout: Sendable, Equatable {
         lhs.ramFrames == rhs.ramFrames && lhs.sharedInfo == rhs.sharedInfo && lhs.grantFrames == rhs.grantFrames
             && lhs.grantFrameCount == rhs.grantFrameCount && lhs.machineToPhys == rhs.machineToPhys
             && lhs.machineToPhysEntries == rhs.machineToPhysEntries && lhs.directMapBase == rhs.directMapBase
+            && lhs.machineToPhysVirtual == rhs.machineToPhysVirtual
             && lhs.hypervisorL4Entries.map(\.slot) == rhs.hypervisorL4Entries.map(\.slot)
             && lhs.hypervisorL4Entries.map(\.entry) == rhs.hypervisorL4Entries.map(\.entry)
     }

@@ -118,3 +118,12 @@ public final class VirtualMachine: @unchecked Sendable {
         ckvm_ioctl_int(fd, CKVM_CHECK_EXTENSION, UInt(capability))
     }
 }
+
+extension KVMSystem {
+    /// The TSC frequency KVM gives guests, in kHz (read from a throwaway vCPU).
+    public func guestTSCKHz() throws(KVMError) -> UInt64 {
+        let vm = try createVirtualMachine()
+        let cpu = try vm.createVirtualCPU(id: 0)
+        return try cpu.tscKHz()
+    }
+}

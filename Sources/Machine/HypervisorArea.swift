@@ -19,6 +19,9 @@ import XenABI
 /// Guest-virtual layout:
 ///
 ///     0xffff800000000000  slot 256  M2P, read-only, user-readable (as on Xen)
+///     0xffff818000000000  slot 259  the same M2P again: the address XENMEM_machphys_mapping
+///                                   reports, because some hosts (PVM) fault every ring-3
+///                                   access to slot 256 (docs/machine-probes.md)
 ///     0xffff808000000000  slot 257  stubs, IDT, per-vCPU GDT/TSS/stack/buffer; supervisor only
 ///     0xffff810000000000  slot 258  direct map of guest RAM; supervisor only
 public struct HypervisorArea: Sendable {
@@ -38,6 +41,7 @@ public struct HypervisorArea: Sendable {
     public static let m2pVirtual: UInt64 = 0xffff_8000_0000_0000
     public static let privateVirtual: UInt64 = 0xffff_8080_0000_0000
     public static let directMapVirtual: UInt64 = 0xffff_8100_0000_0000
+    public static let m2pAliasVirtual: UInt64 = 0xffff_8180_0000_0000
     static let perVCPUVirtualOffset: UInt64 = 0x10_0000
     static let perVCPUVirtualStride: UInt64 = 0x4_0000
 
@@ -106,13 +110,15 @@ public struct HypervisorArea: Sendable {
             (256, page(firstPageTablePage).rawValue | flags | PTE.user),
             (257, page(firstPageTablePage + 1).rawValue | flags),
             (258, page(firstPageTablePage + 2).rawValue | flags),
+            (259, page(firstPageTablePage).rawValue | flags | PTE.user),
         ]
     }
 
     /// The core's view of this layout.
     public var domainLayout: DomainLayout {
         DomainLayout(ramFrames: ramFrames, sharedInfo: sharedInfo, grantFrames: grantTable, grantFrameCount: Self.grantFrames,
-                     machineToPhys: m2p, machineToPhysEntries: ramFrames, hypervisorL4Entries: l4Entries,
+                     machineToPhys: m2p, machineToPhysEntries: ramFrames, machineToPhysVirtual: Self.m2pAliasVirtual,
+                     hypervisorL4Entries: l4Entries,
                      directMapBase: Self.directMapVirtual)
     }
 

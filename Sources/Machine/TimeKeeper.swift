@@ -44,7 +44,7 @@ enum TimeKeeper {
         memory.fence()
         try? memory.write(UInt32(truncatingIfNeeded: total / 1_000_000_000), at: at(SharedInfoLayout.wcSec))
         try? memory.write(UInt32(total % 1_000_000_000), at: at(SharedInfoLayout.wcNsec))
-        try? memory.write(UInt32(truncatingIfNeeded: total / 1_000_000_000 >> 32), at: at(SharedInfoLayout.wcSecHi))
+        try? memory.write(UInt32(truncatingIfNeeded: (total / 1_000_000_000) >> 32), at: at(SharedInfoLayout.wcSecHi))
         memory.fence()
         try? memory.write(odd &+ 1, at: at(SharedInfoLayout.wcVersion))
     }

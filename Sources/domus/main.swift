@@ -1,1 +1,80 @@
-print("domus")
+import ArgumentParser
+import Foundation
+import Toolstack
+
+/// Serialises writes to a file descriptor from several threads.
+final class OutputWriter: @unchecked Sendable {
+    private let handle: FileHandle
+    private let lock = NSLock()
+    init(_ handle: FileHandle) { self.handle = handle }
+    func write(_ bytes: [UInt8]) {
+        lock.lock(); defer { lock.unlock() }
+        handle.write(Data(bytes))
+    }
+    func line(_ text: String) { write(Array((text + "\n").utf8)) }
+}
+
+let standardOutput = OutputWriter(FileHandle.standardOutput)
+let standardError = OutputWriter(FileHandle.standardError)
+
+struct Domus: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "domus",
+        abstract: "Domus: a Xen-compatible hypervisor on KVM.",
+        subcommands: [Run.self])
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a PV guest kernel in the foreground, with its console on stdout.",
+        discussion: """
+            Exit status: 0 poweroff, 1 the guest crashed, 2 bad input, 3 reboot, 4 the hypervisor \
+            crashed the domain (details on stderr), 5 suspend, 6 watchdog, 7 soft reset, \
+            124 --timeout expired.
+            """)
+
+    @Option(help: "The PV kernel: an ELF image with Xen notes, or a bzImage (gzip or XZ).")
+    var kernel: String
+    @Option(help: "An initial ramdisk.")
+    var initrd: String?
+    @Option(help: "The kernel command line.")
+    var cmdline: String = ""
+    @Option(help: "Memory in MiB.")
+    var memory: UInt64 = 128
+    @Option(help: "Number of vCPUs.")
+    var vcpus: Int = 1
+    @Option(help: "Destroy the domain and exit 124 if it has not finished after this many seconds.")
+    var timeout: Double?
+    @Flag(help: "Log hypervisor debug messages to stderr.")
+    var verbose = false
+    @Flag(help: "Trace every hypercall and exit to stderr.")
+    var trace = false
+    @Flag(help: "Print hypercall and exit counts when the domain ends.")
+    var stats = false
+
+    func run() throws {
+        var options = OneShotRun.Options(spec: DomainSpec(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,
+                                                          memoryMiB: memory, vcpus: vcpus))
+        options.verbose = verbose
+        options.trace = trace
+        options.timeoutSeconds = timeout
+        options.statistics = stats
+        let outcome = OneShotRun.run(options, output: { standardOutput.write($0) }, diagnostics: { standardError.line($0) })
+        throw ExitCode(outcome.status.rawValue)
+    }
+}
+
+do {
+    var command = try Domus.parseAsRoot()
+    try command.run()
+} catch let code as ExitCode {
+    exit(code.rawValue)
+} catch {
+    let status = Domus.exitCode(for: error)
+    if status == .success {
+        standardOutput.line(Domus.fullMessage(for: error))
+        exit(0)
+    }
+    standardError.line("domus: " + Domus.message(for: error))
+    exit(2)
+}

@@ -75,6 +75,11 @@ static inline long HYPERVISOR_xen_version(int cmd, void *arg)
     return hypercall2(__HYPERVISOR_xen_version, cmd, arg);
 }
 
+static inline long HYPERVISOR_memory_op(unsigned int cmd, void *arg)
+{
+    return hypercall2(__HYPERVISOR_memory_op, cmd, arg);
+}
+
 static inline long HYPERVISOR_console_io(int cmd, unsigned int count, const void *buf)
 {
     return hypercall3(__HYPERVISOR_console_io, cmd, count, buf);

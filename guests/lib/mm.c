@@ -1,7 +1,8 @@
 /*
  * Frames and mappings.  Pseudo-physical frame numbers (pfn) and machine
  * frame numbers (mfn) are related only through the p2m (start_info.mfn_list)
- * and the read-only M2P at MACH2PHYS_VIRT_START; nothing assumes they are
+ * and the read-only M2P, found with XENMEM_machphys_mapping as Linux does
+ * (falling back to MACH2PHYS_VIRT_START); nothing assumes they are
  * equal.  Mappings change only through hypercalls (update_va_mapping,
  * mmuext_op), never by writing page tables.
  */
@@ -12,9 +13,18 @@ unsigned long pfn_to_mfn(unsigned long pfn)
     return ((const unsigned long *)start_info->mfn_list)[pfn];
 }
 
+static const volatile unsigned long *m2p;
+
 unsigned long mfn_to_pfn(unsigned long mfn)
 {
-    return ((const volatile unsigned long *)MACH2PHYS_VIRT_START)[mfn];
+    if (!m2p) {
+        struct xen_machphys_mapping mapping;
+        if (HYPERVISOR_memory_op(XENMEM_machphys_mapping, &mapping) == 0)
+            m2p = (const volatile unsigned long *)mapping.v_start;
+        else
+            m2p = (const volatile unsigned long *)MACH2PHYS_VIRT_START;
+    }
+    return m2p[mfn];
 }
 
 unsigned long virt_to_pfn(const void *va)

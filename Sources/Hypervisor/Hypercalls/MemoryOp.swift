@@ -23,8 +23,8 @@ enum MemoryOps {
         case MemoryOp.machphysMapping:
             let entries = domain.layout.machineToPhysEntries
             let bytes = (entries * 8 + pageSize - 1) / pageSize * pageSize
-            let mapping = MachphysMapping(virtualStart: HypervisorVirtualLayout.machToPhysStart,
-                                          virtualEnd: HypervisorVirtualLayout.machToPhysStart + bytes,
+            let start = domain.layout.machineToPhysVirtual
+            let mapping = MachphysMapping(virtualStart: start, virtualEnd: start + bytes,
                                           maxMFN: entries - 1)
             try call.copyOut(mapping.encode(), to: argument)
             return .value(0)

@@ -1,0 +1,236 @@
+import Backends
+import Foundation
+import GuestMemory
+import Hypervisor
+import ImageLoader
+import Machine
+import XenABI
+
+/// What to build: the equivalent of the kernel-related keys of an xl.cfg.
+public struct DomainSpec: Sendable {
+    public var name: String
+    public var id: UInt16
+    public var kernelPath: String
+    public var initrdPath: String?
+    public var commandLine: String
+    public var memoryMiB: UInt64
+    public var maxMemoryMiB: UInt64?
+    public var vcpus: Int
+
+    public init(name: String = "domus", id: UInt16 = 1, kernelPath: String, initrdPath: String? = nil,
+                commandLine: String = "", memoryMiB: UInt64 = 128, maxMemoryMiB: UInt64? = nil, vcpus: Int = 1) {
+        self.name = name
+        self.id = id
+        self.kernelPath = kernelPath
+        self.initrdPath = initrdPath
+        self.commandLine = commandLine
+        self.memoryMiB = memoryMiB
+        self.maxMemoryMiB = maxMemoryMiB
+        self.vcpus = vcpus
+    }
+}
+
+/// A domain whose memory is laid out and whose vCPU 0 is ready to start.
+public struct PreparedDomain: Sendable {
+    public let domain: Domain
+    public let area: HypervisorArea
+    public let boot: BootState
+    public let console: ConsoleBackend
+    public let kernel: LoadedKernel
+    public let startInfo: StartInfo
+}
+
+/// Builds a PV domain the way Xen's libxenguest does (pv-boot-notes.md §1–2): loads the
+/// kernel by p_paddr, writes start_info, the console and xenstore pages, the p2m list,
+/// the initial 4-level page tables and the boot stack, then pins the page tables
+/// (which validates them) and fills the hypercall page.
+public enum DomainBuilder {
+    /// XENFEAT bits a kernel may require: writable page tables (by emulation),
+    /// page directories above 4 GiB, A/D-preserving updates, grant-map available bits.
+    static let supportedFeatureBits: UInt32 = (1 << 0) | (1 << 4) | (1 << 5) | (1 << 7)
+
+    /// Largest initrd Domus reads (the domain's memory bounds it further).
+    static let maximumInitrdBytes: UInt64 = 1 << 30
+
+    public static func build(_ spec: DomainSpec, log: HypervisorLog, clock: any HostClock, cpuid: CPUIDPolicy,
+                             consoleOutput: @escaping @Sendable ([UInt8]) -> Void) throws(BuildError) -> PreparedDomain {
+        guard spec.memoryMiB > 0, spec.memoryMiB <= 1 << 20 else {
+            throw .invalidArgument("--memory must be between 1 and 1048576 MiB, got \(spec.memoryMiB)")
+        }
+        guard spec.vcpus >= 1, spec.vcpus <= 64 else { throw .invalidArgument("vcpus must be between 1 and 64, got \(spec.vcpus)") }
+        guard spec.commandLine.utf8.count < StartInfo.maxCommandLine else {
+            throw .invalidArgument("the command line is \(spec.commandLine.utf8.count) bytes; Xen allows at most \(StartInfo.maxCommandLine - 1)")
+        }
+        let kernel: LoadedKernel
+        do { kernel = try KernelImage.load(path: spec.kernelPath) } catch { throw .kernel(error) }
+        let missing = kernel.notes.requiredFeatureBits & ~supportedFeatureBits
+        guard missing == 0 else {
+            throw .unsupportedKernel("\(spec.kernelPath): the kernel requires Xen features Domus does not offer (XENFEAT mask \(hex(UInt64(missing))))")
+        }
+        let initrd = try readInitrd(spec.initrdPath, memoryMiB: spec.memoryMiB)
+        let nrPages = spec.memoryMiB * 256
+        let plan = PVLayout(kernel: kernel.layout, unmappedInitrd: kernel.notes.acceptsUnmappedInitrd,
+                            initrdBytes: UInt64(initrd.count), nrPages: nrPages)
+        // Leave the guest some memory of its own beyond what the builder uses.
+        let needed = plan.end + 256
+        guard needed <= nrPages else {
+            throw .memoryTooSmall(neededMiB: (needed + 255) / 256, givenMiB: spec.memoryMiB)
+        }
+
+        let memory: GuestMemory
+        let area: HypervisorArea
+        do { (memory, area) = try DomainMachine.allocateMemory(ramFrames: nrPages, vcpuCount: spec.vcpus) } catch {
+            throw .machine("cannot allocate \(spec.memoryMiB) MiB for the domain: \(error)")
+        }
+        let domain = Domain(id: spec.id, name: spec.name, memory: memory, layout: area.domainLayout, vcpuCount: spec.vcpus,
+                            log: log, clock: clock, cpuid: cpuid,
+                            maximumFrames: (spec.maxMemoryMiB ?? spec.memoryMiB) * 256)
+        do {
+            try writeImage(kernel, initrd: initrd, plan: plan, memory: memory, nrPages: nrPages)
+            try writePageTables(plan, memory: memory)
+            try writeSharedInfo(memory, at: area.sharedInfo)
+            if let hypercallPage = kernel.layout.hypercallPage, let pfn = kernel.layout.pfn(of: hypercallPage) {
+                try memory.writeBytes(HypercallPage.contents(), at: GuestPhysicalAddress(pfn * pageSize))
+                domain.hypercallPage.store(hypercallPage, ordering: .releasing)
+            }
+        } catch {
+            throw .machine("cannot write the domain's memory: \(error)")
+        }
+        do {
+            try domain.pinInitialPageTables(FrameNumber(plan.pageTables.lowerBound))
+        } catch {
+            throw .machine("the initial page tables did not validate (\(error)); this is a Domus bug")
+        }
+        domain.vcpus[0].pendingWork = PendingMachineWork()
+
+        let console: ConsoleBackend
+        do {
+            console = try ConsoleBackend(domain: domain, ring: GuestPhysicalAddress(plan.console * pageSize), output: consoleOutput)
+        } catch {
+            throw .machine("cannot bind the console event channel: \(error)")
+        }
+        var info = StartInfo()
+        info.nrPages = nrPages
+        info.sharedInfo = area.sharedInfo.rawValue
+        info.storeMFN = plan.xenstore
+        info.storeEvtchn = 0
+        info.consoleMFN = plan.console
+        info.consoleEvtchn = console.port
+        info.ptBase = plan.virtual(plan.pageTables.lowerBound)
+        info.nrPTFrames = plan.nrPTFrames
+        info.mfnList = plan.p2mBase
+        if let unmapped = plan.unmappedInitrd {
+            info.modStart = unmapped.lowerBound
+            info.modLen = UInt64(initrd.count)
+            info.flags |= StartInfoFlags.modStartPFN
+        } else if let mapped = plan.mappedInitrd {
+            info.modStart = plan.virtual(mapped.lowerBound)
+            info.modLen = UInt64(initrd.count)
+        }
+        info.commandLine = spec.commandLine
+        if let list = plan.separateP2M, let tables = plan.separateP2MTables {
+            info.firstP2MPFN = list.lowerBound
+            info.nrP2MFrames = UInt64(list.count + tables.count)
+        }
+        do { try memory.writeBytes(info.encode(), at: GuestPhysicalAddress(plan.startInfo * pageSize)) } catch {
+            throw .machine("cannot write start_info: \(error)")
+        }
+        let boot = BootState(rip: kernel.layout.entry, rsp: plan.virtual(plan.bootStack + 1), startInfo: plan.virtual(plan.startInfo))
+        log.log(.info, "d\(spec.id): built \(spec.name): \(nrPages) pages, kernel \(hex(kernel.layout.kernelStart))–\(hex(kernel.layout.kernelEnd)), entry \(hex(kernel.layout.entry)), start_info \(hex(boot.startInfo)), page tables at pfn \(hex(plan.pageTables.lowerBound)) (\(plan.nrPTFrames) frames), mapping up to \(hex(plan.mappedEnd))")
+        return PreparedDomain(domain: domain, area: area, boot: boot, console: console, kernel: kernel, startInfo: info)
+    }
+
+    static func readInitrd(_ path: String?, memoryMiB: UInt64) throws(BuildError) -> [UInt8] {
+        guard let path else { return [] }
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw .initrd(path: path, reason: FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file")
+        }
+        defer { try? handle.close() }
+        let limit = min(maximumInitrdBytes, memoryMiB << 20)
+        let data: Data
+        do { data = try handle.read(upToCount: Int(limit) + 1) ?? Data() } catch {
+            throw .initrd(path: path, reason: "read failed: \(error.localizedDescription)")
+        }
+        guard UInt64(data.count) <= limit else {
+            throw .initrd(path: path, reason: "larger than the domain's memory allows (\(limit >> 20) MiB)")
+        }
+        return [UInt8](data)
+    }
+
+    static func writeImage(_ kernel: LoadedKernel, initrd: [UInt8], plan: PVLayout, memory: GuestMemory, nrPages: UInt64) throws(GuestMemoryError) {
+        for segment in kernel.layout.segments {
+            let offset = segment.virtualAddress - kernel.layout.virtBase
+            let contents = kernel.contents(of: segment)
+            try memory.writeBytes(contents, at: GuestPhysicalAddress(offset))
+        }
+        if let range = plan.mappedInitrd ?? plan.unmappedInitrd {
+            try memory.writeBytes(initrd, at: GuestPhysicalAddress(range.lowerBound * pageSize))
+        }
+        // The p2m list: identity, since a domain's machine frames are its VM's frames.
+        let list = plan.separateP2M ?? plan.mappedP2M ?? 0..<0
+        var bytes = [UInt8](repeating: 0, count: Int(nrPages) * 8)
+        for pfn in 0..<Int(nrPages) {
+            let value = UInt64(pfn)
+            for shift in 0..<8 { bytes[pfn * 8 + shift] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(shift))) }
+        }
+        try memory.writeBytes(bytes, at: GuestPhysicalAddress(list.lowerBound * pageSize))
+    }
+
+    /// Writes the initial page tables: [virt_base, mapped end) with 4 KiB pages, plus the
+    /// p2m list at INIT_P2M with its own tables; page-table frames mapped read-only.
+    static func writePageTables(_ plan: PVLayout, memory: GuestMemory) throws(GuestMemoryError) {
+        let l4 = plan.pageTables.lowerBound
+        var nextTable = l4 + 1
+        var tablePFNs = Set(plan.pageTables)
+        if let tables = plan.separateP2MTables { tablePFNs.formUnion(tables) }
+        var upper: [Int: [UInt64: UInt64]] = [3: [:], 2: [:], 1: [:]]   // level -> (va prefix -> table pfn)
+        let tableFlags = PTE.present | PTE.rw | PTE.user | PTE.accessed | PTE.dirty
+
+        func table(level: Int, for virtual: UInt64, parent: UInt64, allocate: () -> UInt64) throws(GuestMemoryError) -> UInt64 {
+            let shift = UInt64(12 + 9 * level)
+            let key = virtual >> shift
+            if let existing = upper[level]?[key] { return existing }
+            let pfn = allocate()
+            upper[level]?[key] = pfn
+            let index = (virtual >> (shift)) & 511
+            try memory.write(pfn << 12 | tableFlags, at: GuestPhysicalAddress(parent * pageSize + index * 8))
+            return pfn
+        }
+
+        func map(_ virtual: UInt64, pfn: UInt64, allocate: () -> UInt64) throws(GuestMemoryError) {
+            let l3 = try table(level: 3, for: virtual, parent: l4, allocate: allocate)
+            let l2 = try table(level: 2, for: virtual, parent: l3, allocate: allocate)
+            let l1 = try table(level: 1, for: virtual, parent: l2, allocate: allocate)
+            let flags = tablePFNs.contains(pfn) ? PTE.present | PTE.accessed : PTE.present | PTE.rw | PTE.accessed
+            try memory.write(pfn << 12 | flags, at: GuestPhysicalAddress(l1 * pageSize + ((virtual >> 12) & 511) * 8))
+        }
+
+        var virtual = plan.virtBase
+        while virtual < plan.mappedEnd {
+            try map(virtual, pfn: (virtual - plan.virtBase) / pageSize) {
+                defer { nextTable += 1 }
+                return nextTable
+            }
+            virtual += pageSize
+        }
+        if let list = plan.separateP2M, let tables = plan.separateP2MTables {
+            var nextP2MTable = tables.lowerBound
+            for (index, pfn) in list.enumerated() {
+                try map(plan.p2mBase + UInt64(index) * pageSize, pfn: pfn) {
+                    defer { nextP2MTable += 1 }
+                    return nextP2MTable
+                }
+            }
+        }
+    }
+
+    /// shared_info starts zeroed with every vCPU's events masked.
+    static func writeSharedInfo(_ memory: GuestMemory, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
+        try memory.zero(at: address, count: pageSize)
+        for vcpu in 0..<SharedInfoLayout.legacyVCPUs {
+            try memory.write(UInt8(1), at: GuestPhysicalAddress(address.rawValue + UInt64(SharedInfoLayout.vcpuInfo(vcpu) + VCPUInfoLayout.upcallMask)))
+        }
+    }
+}
+
+func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }

@@ -1,0 +1,142 @@
+import Backends
+import Foundation
+import Hypervisor
+import KVM
+import Machine
+import XenABI
+
+/// `domus run`: build one domain, run it in the foreground with its console on stdout,
+/// and turn how it ended into an exit status.
+public enum OneShotRun {
+    /// Exit statuses of `domus run` (documented in the README).
+    public enum ExitStatus: Int32, Sendable {
+        case poweroff = 0
+        case crash = 1
+        case usage = 2
+        case reboot = 3
+        case hypervisorFault = 4
+        case suspend = 5
+        case watchdog = 6
+        case softReset = 7
+        case destroyed = 8
+        case timeout = 124
+    }
+
+    public struct Options: Sendable {
+        public var spec: DomainSpec
+        public var verbose = false
+        public var trace = false
+        public var timeoutSeconds: Double?
+        public var statistics = false
+        public init(spec: DomainSpec) { self.spec = spec }
+    }
+
+    /// Result of a run, for callers that want more than the status (tests, benchmarks).
+    public struct Outcome: Sendable {
+        public let status: ExitStatus
+        public let lifecycle: DomainLifecycle?
+        public let elapsedSeconds: Double
+        public let hypercalls: [UInt64: UInt64]
+        public let exits: [String: UInt64]
+    }
+
+    /// Runs the domain; console output goes to `output`, diagnostics to `diagnostics`.
+    public static func run(_ options: Options, output: @escaping @Sendable ([UInt8]) -> Void,
+                           diagnostics: @escaping @Sendable (String) -> Void) -> Outcome {
+        let log = HypervisorLog(echoLevel: options.trace ? .trace : (options.verbose ? .debug : .warning),
+                                sink: { diagnostics($0) })
+        let start = HostClockReading.now()
+        func failure(_ status: ExitStatus, _ message: String) -> Outcome {
+            diagnostics("domus: \(message)")
+            return Outcome(status: status, lifecycle: nil, elapsedSeconds: HostClockReading.since(start), hypercalls: [:], exits: [:])
+        }
+        let kvm: KVMSystem
+        do { kvm = try KVMSystem() } catch {
+            return failure(.crash, "cannot use /dev/kvm: \(error)")
+        }
+        let tscKHz: UInt64
+        do { tscKHz = try kvm.guestTSCKHz() } catch {
+            return failure(.crash, "cannot read the guest TSC frequency: \(error)")
+        }
+        let clock = KVMHostClock(tscHz: tscKHz * 1000)
+        let hostLeaves = ((try? kvm.supportedCPUID()) ?? []).map {
+            CPUIDPolicy.Leaf(function: $0.function, index: $0.index, eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx,
+                             indexed: $0.flags & CPUIDEntry.significantIndex != 0)
+        }
+        let prepared: PreparedDomain
+        do {
+            prepared = try DomainBuilder.build(options.spec, log: log, clock: clock, cpuid: CPUIDPolicy(hostLeaves: hostLeaves),
+                                               consoleOutput: output)
+        } catch {
+            return failure(error.isUserError ? .usage : .crash, error.description)
+        }
+        let domain = prepared.domain
+        domain.consoleIOSink.withLock { $0 = output }
+        if options.trace { domain.trace.store(true, ordering: .relaxed) }
+        let machine: DomainMachine
+        do {
+            machine = try DomainMachine(kvm: kvm, domain: domain, area: prepared.area, boot: prepared.boot, clock: clock)
+        } catch {
+            return failure(.crash, "cannot create the domain's VM: \(error)")
+        }
+        machine.start()
+        var timedOut = false
+        if let timeout = options.timeoutSeconds {
+            if !machine.waitUntilStopped(seconds: timeout) {
+                timedOut = true
+                machine.destroy(reason: "timed out after \(timeout) s")
+                _ = machine.waitUntilStopped(seconds: 10)
+            }
+        } else {
+            machine.waitUntilStopped()
+        }
+        prepared.console.drain()
+        let lifecycle = domain.lifecycle.withLock { $0 }
+        let status: ExitStatus
+        switch lifecycle {
+        case let .shutdown(reason):
+            switch reason {
+            case .poweroff: status = .poweroff
+            case .reboot: status = .reboot
+            case .crash: status = .crash
+            case .suspend: status = .suspend
+            case .watchdog: status = .watchdog
+            case .softReset: status = .softReset
+            }
+            if reason != .poweroff { diagnostics("domus: domain \(domain.name) shut down: \(reason)") }
+        case let .crashed(reason):
+            status = .hypervisorFault
+            diagnostics("domus: domain \(domain.name) crashed: \(reason)")
+            if let report = machine.crashReport { diagnostics(report) }
+        case .destroyed:
+            status = timedOut ? .timeout : .destroyed
+            if timedOut { diagnostics("domus: domain \(domain.name) did not finish within \(options.timeoutSeconds ?? 0) s; destroyed") }
+        case .running, .paused:
+            status = .crash
+        }
+        let outcome = Outcome(status: status, lifecycle: lifecycle, elapsedSeconds: HostClockReading.since(start),
+                              hypercalls: domain.hypercallCounts(), exits: domain.exitCounts())
+        if options.statistics { diagnostics(statisticsReport(outcome)) }
+        return outcome
+    }
+
+    /// Hypercall and exit counts, one per line, most frequent first.
+    public static func statisticsReport(_ outcome: Outcome) -> String {
+        var lines = ["domus: ran \(String(format: "%.3f", outcome.elapsedSeconds)) s"]
+        lines.append("domus: hypercalls:")
+        for (number, count) in outcome.hypercalls.sorted(by: { $0.value > $1.value }) {
+            lines.append("  \(Hypercall.name(of: number)) \(count)")
+        }
+        lines.append("domus: exits:")
+        for (kind, count) in outcome.exits.sorted(by: { $0.value > $1.value }) {
+            lines.append("  \(kind) \(count)")
+        }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// Wall-clock stopwatch.
+enum HostClockReading {
+    static func now() -> Date { Date() }
+    static func since(_ start: Date) -> Double { Date().timeIntervalSince(start) }
+}

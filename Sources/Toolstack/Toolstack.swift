@@ -1,1 +1,0 @@
-// Toolstack layer.
