@@ -141,9 +141,11 @@ final class VCPURunner: @unchecked Sendable {
             vcpu.count(exit: "interrupt")
             interruptQueued = false
             outcome = .resume
-        } else if vector == X86Exception.generalProtection && frame[0] == area.syscallStubVirtual {
-            // Hosts whose ring-3 `syscall` lands at MSR_LSTAR without changing privilege
-            // (PVM): the stub's first instruction faults; the syscall state is in rcx/r11.
+        } else if (vector == X86Exception.generalProtection || vector == X86Exception.pageFault)
+                    && frame[0] == area.syscallStubVirtual {
+            // Hosts whose ring-3 `syscall` jumps to MSR_LSTAR without changing privilege
+            // (PVM): fetching the supervisor-only stub faults (#PF), or its first
+            // instruction does (#GP); the syscall's state is in rcx and r11.
             vcpu.count(exit: "syscall")
             context.rip = regs.rcx
             outcome = Traps.syscall(vcpu, &context, returnAddress: regs.rcx, flags: regs.r11)
