@@ -58,43 +58,9 @@ enum MMUOps {
         }
     }
 
-    /// Changes the entry at machine address `address` (mod_lN_entry), or, if the frame
-    /// is not an active page table, writes it as ordinary writable memory.
     static func updateEntry(at address: GuestPhysicalAddress, to value: UInt64, preserveAD: Bool,
                             call: HypercallInvocation, requireL1: Bool) throws(XenError) {
-        let domain = call.domain
-        let frame = address.frame
-        guard domain.layout.isRAM(frame) else { throw .EINVAL }
-        var work = PendingMachineWork()
-        defer { call.vcpu.pendingWork.merge(work) }
-        try domain.state.withLock { state throws(XenError) in
-            let env = domain.mmuEnvironment
-            let info = state.pages[frame] ?? PageInfo()
-            guard let level = info.isActiveTable ? info.type.level : nil else {
-                if requireL1 { throw .EINVAL }
-                try state.getPageType(frame, .writable, env, &work)
-                do { try domain.memory.write(value, at: address) } catch {
-                    state.putPageType(frame, env, &work)
-                    throw .EFAULT
-                }
-                state.putPageType(frame, env, &work)
-                return
-            }
-            if requireL1 && level != 1 { throw .EINVAL }
-            let index = Int(address.pageOffset / 8)
-            if level == 4 && index >= HypervisorVirtualLayout.firstHypervisorL4Slot
-                && index < HypervisorVirtualLayout.endHypervisorL4Slot {
-                domain.log.log(.debug, "d\(domain.id): attempt to change the hypervisor's L4 slot \(index)")
-                throw .EINVAL
-            }
-            let old: UInt64
-            do { old = try domain.memory.read(at: address) } catch { throw .EFAULT }
-            var new = value
-            if preserveAD { new |= old & (PTE.accessed | PTE.dirty) }
-            try state.acquireEntry(new, level: level, env, &work)
-            state.writeEntry(address, PageTableEntryRules.adjust(new, level: level), env, &work)
-            state.releaseEntry(old, level: level, env, &work)
-        }
+        try PageTableUpdates.update(call.vcpu, at: address, to: value, preserveAD: preserveAD, requireL1: requireL1)
     }
 
     // MARK: update_va_mapping

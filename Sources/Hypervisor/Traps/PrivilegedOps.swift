@@ -76,16 +76,20 @@ enum PrivilegedOps {
         guard index < bytes.count else { return false }
         let opcode = bytes[index]
         let kernel = vcpu.mode == .kernel
+        // Xen's iopl_ok: the guest kernel counts as ring 1, its user mode as ring 3.
+        let ioAllowed = vcpu.virtualIOPL >= (kernel ? 1 : 3)
         func advance(_ length: Int) { context.rip &+= UInt64(length) }
 
         switch opcode {
-        case 0xfa, 0xfb:   // cli, sti: allowed with virtual IOPL 3; they set the event mask
-            guard kernel, vcpu.virtualIOPL >= 3 else { return false }
+        case 0xfa, 0xfb:   // cli, sti: allowed with enough virtual IOPL; they set the event mask
+            guard ioAllowed else { return false }
             vcpu.setUpcallMask(opcode == 0xfa)
             advance(index + 1)
             return true
-        case 0xe4, 0xe5, 0xec, 0xed, 0xe6, 0xe7, 0xee, 0xef:   // in/out: no ports for a domU
-            guard kernel, vcpu.virtualIOPL >= 3 else { return false }
+        case 0xe4, 0xe5, 0xec, 0xed, 0xe6, 0xe7, 0xee, 0xef:
+            // in/out with enough virtual IOPL: a domU owns no ports, so reads see all
+            // ones and writes are dropped (Xen's admin_io_okay refusing).
+            guard ioAllowed else { return false }
             let isIn = opcode & 2 == 0
             let size = opcode & 1 == 0 ? 1 : (operandSize16 ? 2 : 4)
             if isIn {
