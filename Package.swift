@@ -7,6 +7,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "domus", targets: ["domus"]),
+        .executable(name: "domus-bench", targets: ["domus-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,6 +39,8 @@ let package = Package(
             "Toolstack",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+
+        .executableTarget(name: "domus-bench", dependencies: ["Toolstack", "KVM", "GuestMemory"]),
 
         .testTarget(name: "XenABITests", dependencies: ["XenABI", "CXenHeaders"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "XenABI", "GuestMemory"]),
