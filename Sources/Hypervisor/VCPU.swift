@@ -102,7 +102,15 @@ public final class VCPU: @unchecked Sendable {
     /// Virtual I/O privilege level (physdev_op set_iopl); the real IOPL stays 0.
     public var virtualIOPL: UInt8 = 0
     public var debugRegisters = [UInt64](repeating: 0, count: 8)
-    public var online: Bool
+    /// Whether the vCPU runs (VCPUOP_up/down). Atomic: other vCPUs change it.
+    private let onlineFlag: Atomic<Bool>
+    public var online: Bool {
+        get { onlineFlag.load(ordering: .acquiring) }
+        set { onlineFlag.store(newValue, ordering: .releasing) }
+    }
+    /// Whether the guest gave this vCPU an initial context (VCPUOP_initialise); vCPU 0
+    /// starts with the domain builder's.
+    public var initialised: Bool
 
     /// Per-vCPU counters: hypercalls by number, exits by kind.
     public var hypercallCounts = [UInt64](repeating: 0, count: 64)
@@ -146,7 +154,8 @@ public final class VCPU: @unchecked Sendable {
     init(id: Int, domain: Domain, sharedInfo: GuestPhysicalAddress) {
         self.id = id
         self.domain = domain
-        self.online = id == 0
+        self.onlineFlag = Atomic(id == 0)
+        self.initialised = id == 0
         self.vcpuInfoRaw = Atomic(sharedInfo.rawValue + UInt64(SharedInfoLayout.vcpuInfo(min(id, 31))))
     }
 

@@ -46,8 +46,12 @@ final class VCPURunner: @unchecked Sendable {
     func run() {
         cpu.bindCurrentThread()
         timer = try? ThreadTimer()
-        guard vcpu.online else { return }
         while !domain.isFinished {
+            if !vcpu.online {
+                // Down (VCPUOP_down) or never started: wait to be brought up.
+                wakeup.wait(until: nil, now: domain.clock.monotonicNanoseconds())
+                continue
+            }
             armTimer()
             wakeup.inGuest.store(true, ordering: .sequentiallyConsistent)
             if !interruptQueued && needsAttention() && atGuestLevel() {
@@ -62,8 +66,12 @@ final class VCPURunner: @unchecked Sendable {
         timer?.arm(at: nil)
     }
 
-    /// Whether the vCPU was last seen in guest code (ring 3), not inside a stub.
-    private func atGuestLevel() -> Bool { cpu.specialRegisters.cs.dpl == 3 }
+    /// Whether the vCPU was interrupted in guest code (ring 3), not inside a stub: only
+    /// then may the kick vector be injected, since KVM_INTERRUPT delivers on the next
+    /// entry whatever IF says. After a stub exit the vCPU is in ring 0 until its iretq.
+    /// (The selector's RPL is used: some hosts report a DPL of 3 for ring-0 code.)
+    private var interruptedInGuest = false
+    private func atGuestLevel() -> Bool { interruptedInGuest && cpu.specialRegisters.cs.selector & 3 == 3 }
 
     /// Whether something needs the hypervisor before the guest runs on.
     private func needsAttention() -> Bool {
@@ -78,10 +86,11 @@ final class VCPURunner: @unchecked Sendable {
     }
 
     private func handle(_ exit: VMExit) {
+        if case .interrupted = exit { interruptedInGuest = true } else { interruptedInGuest = false }
         switch exit {
         case let .io(port, _, size, _):
             let sregs = cpu.specialRegisters
-            guard sregs.cs.dpl == 0 else {
+            guard sregs.cs.selector & 3 == 0 else {
                 crash("port I/O from the guest (port \(hex(UInt64(port)))) reached the host; this host lets ring 3 do I/O, which Domus does not support")
                 return
             }

@@ -28,6 +28,8 @@ public enum OneShotRun {
         public var trace = false
         public var timeoutSeconds: Double?
         public var statistics = false
+        /// Connect the terminal to the guest's console both ways (Ctrl-] detaches and destroys).
+        public var interactive = false
         public init(spec: DomainSpec) { self.spec = spec }
     }
 
@@ -79,6 +81,16 @@ public enum OneShotRun {
         } catch {
             return failure(.crash, "cannot create the domain's VM: \(error)")
         }
+        var console: InteractiveConsole?
+        if options.interactive {
+            let interactive = InteractiveConsole()
+            interactive.start(console: prepared.console) { [machine] in
+                machine.destroy(reason: "console detached with Ctrl-]")
+            }
+            console = interactive
+            diagnostics("domus: console attached to \(domain.name); Ctrl-] detaches and destroys the domain")
+        }
+        defer { console?.stop() }
         machine.start()
         var timedOut = false
         if let timeout = options.timeoutSeconds {
@@ -109,6 +121,7 @@ public enum OneShotRun {
             diagnostics("domus: domain \(domain.name) crashed: \(reason)")
             if let report = machine.crashReport { diagnostics(report) }
         case .destroyed:
+            console?.stop()
             status = timedOut ? .timeout : .destroyed
             if timedOut { diagnostics("domus: domain \(domain.name) did not finish within \(options.timeoutSeconds ?? 0) s; destroyed") }
         case .running, .paused:

@@ -30,7 +30,7 @@ struct Run: ParsableCommand {
         discussion: """
             Exit status: 0 poweroff, 1 the guest crashed, 2 bad input, 3 reboot, 4 the hypervisor \
             crashed the domain (details on stderr), 5 suspend, 6 watchdog, 7 soft reset, \
-            124 --timeout expired.
+            8 destroyed (Ctrl-] on --console), 124 --timeout expired.
             """)
 
     @Option(help: "The PV kernel: an ELF image with Xen notes, or a bzImage (gzip or XZ).")
@@ -51,6 +51,8 @@ struct Run: ParsableCommand {
     var trace = false
     @Flag(help: "Print hypercall and exit counts when the domain ends.")
     var stats = false
+    @Flag(help: "Connect the terminal to the guest console both ways; Ctrl-] detaches and destroys the domain.")
+    var console = false
 
     func run() throws {
         var options = OneShotRun.Options(spec: DomainSpec(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,
@@ -59,6 +61,7 @@ struct Run: ParsableCommand {
         options.trace = trace
         options.timeoutSeconds = timeout
         options.statistics = stats
+        options.interactive = console
         let outcome = OneShotRun.run(options, output: { standardOutput.write($0) }, diagnostics: { standardError.line($0) })
         throw ExitCode(outcome.status.rawValue)
     }

@@ -12,6 +12,22 @@ enum VCPUOps {
         switch command {
         case VCPUOp.isUp:
             return .value(vcpu.online ? 1 : 0)
+        case VCPUOp.down:
+            // The vCPU stops until brought up again. A domain whose every vCPU is down
+            // can never run again (Linux does this when it halts with interrupts off).
+            vcpu.online = false
+            if call.domain.vcpus.allSatisfy({ !$0.online }) {
+                call.domain.crash("every vCPU is down: the guest halted with events disabled (VCPUOP_down by \(call.vcpu.name))")
+                return .stop
+            }
+            if vcpu === call.vcpu { return .value(0) }
+            vcpu.wake()
+            return .value(0)
+        case VCPUOp.up:
+            guard vcpu.initialised else { throw .EINVAL }
+            vcpu.online = true
+            vcpu.wake()
+            return .value(0)
         case VCPUOp.registerRunstateMemoryArea:
             let bytes = try call.copyIn(argument, count: 8)
             let address = ByteReader(bytes)
