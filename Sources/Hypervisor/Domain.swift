@@ -173,6 +173,8 @@ public struct DomainState: Sendable {
     public var pages: PageTypeTable
     /// Event channels.
     public var events = EventChannelTable()
+    /// Grant-table bookkeeping.
+    public var grants = GrantTableState()
     /// VM assists the guest enabled (bit per VMASST_TYPE_*).
     public var vmAssists: UInt64 = 0
 

@@ -409,3 +409,38 @@ public enum PTE {
     /// Available-to-software bits in the high word (bits 52..62).
     public static let availHigh: UInt64 = 0x7ff0_0000_0000_0000
 }
+
+/// Grant-table entry flags, GNTST_* statuses and GNTCOPY_* flags (public/grant_table.h).
+public enum GrantFlags {
+    public static let typeMask: UInt16 = 3
+    public static let permitAccess: UInt16 = 1
+    public static let readonly: UInt16 = 1 << 2
+    public static let reading: UInt16 = 1 << 3
+    public static let writing: UInt16 = 1 << 4
+    public static let subPage: UInt16 = 1 << 8
+    /// Size of a v1 entry.
+    public static let entrySize = 8
+    public static let entriesPerFrame = 512
+}
+
+public enum GrantStatus: Int16, Sendable {
+    case okay = 0
+    case generalError = -1
+    case badDomain = -2
+    case badGrantReference = -3
+    case badHandle = -4
+    case badVirtualAddress = -5
+    case badDeviceAddress = -6
+    case noDeviceSpace = -7
+    case permissionDenied = -8
+    case badPage = -9
+    case badCopyArgument = -10
+    case addressTooBig = -11
+    case tryAgain = -12
+    case noSpace = -13
+}
+
+public enum GrantCopyFlags {
+    public static let sourceGrantReference: UInt16 = 1 << 0
+    public static let destinationGrantReference: UInt16 = 1 << 1
+}

@@ -81,6 +81,7 @@ public enum Hypercalls {
         .callbackOp: CallbackOps.callbackOp,
         .eventChannelOp: EventChannelOps.eventChannelOp,
         .physdevOp: PhysdevOps.physdevOp,
+        .grantTableOp: GrantTableOps.grantTableOp,
     ]
 
     /// Handles the hypercall in `context.rax` for `vcpu`: the entry point from the
