@@ -53,6 +53,7 @@ public enum DomainBuilder {
     static let maximumInitrdBytes: UInt64 = 1 << 30
 
     public static func build(_ spec: DomainSpec, log: HypervisorLog, clock: any HostClock, cpuid: CPUIDPolicy,
+                             xenstore: XenStoreService? = nil,
                              consoleOutput: @escaping @Sendable ([UInt8]) -> Void) throws(BuildError) -> PreparedDomain {
         guard spec.memoryMiB > 0, spec.memoryMiB <= 1 << 20 else {
             throw .invalidArgument("--memory must be between 1 and 1048576 MiB, got \(spec.memoryMiB)")
@@ -82,9 +83,11 @@ public enum DomainBuilder {
         do { (memory, area) = try DomainMachine.allocateMemory(ramFrames: nrPages, vcpuCount: spec.vcpus) } catch {
             throw .machine("cannot allocate \(spec.memoryMiB) MiB for the domain: \(error)")
         }
+        let uuid = UUID()
+        let handle = withUnsafeBytes(of: uuid.uuid) { Array($0) }
         let domain = Domain(id: spec.id, name: spec.name, memory: memory, layout: area.domainLayout, vcpuCount: spec.vcpus,
                             log: log, clock: clock, cpuid: cpuid,
-                            maximumFrames: (spec.maxMemoryMiB ?? spec.memoryMiB) * 256)
+                            maximumFrames: (spec.maxMemoryMiB ?? spec.memoryMiB) * 256, handle: handle)
         do {
             try writeImage(kernel, initrd: initrd, plan: plan, memory: memory, nrPages: nrPages)
             try writePageTables(plan, memory: memory)
@@ -109,11 +112,23 @@ public enum DomainBuilder {
         } catch {
             throw .machine("cannot bind the console event channel: \(error)")
         }
+        var storePort: UInt32 = 0
+        if let xenstore {
+            do {
+                storePort = try xenstore.attach(domain, ring: GuestPhysicalAddress(plan.xenstore * pageSize))
+                try xenstore.writeDomainLayout(domain, name: spec.name, uuid: uuid.uuidString.lowercased(),
+                                               memoryKiB: spec.memoryMiB * 1024, maxMemoryKiB: (spec.maxMemoryMiB ?? spec.memoryMiB) * 1024,
+                                               consoleRing: plan.console, consolePort: console.port,
+                                               storeRing: plan.xenstore, storePort: storePort)
+            } catch {
+                throw .machine("cannot connect the domain to XenStore: \(error)")
+            }
+        }
         var info = StartInfo()
         info.nrPages = nrPages
         info.sharedInfo = area.sharedInfo.rawValue
         info.storeMFN = plan.xenstore
-        info.storeEvtchn = 0
+        info.storeEvtchn = storePort
         info.consoleMFN = plan.console
         info.consoleEvtchn = console.port
         info.ptBase = plan.virtual(plan.pageTables.lowerBound)

@@ -68,7 +68,7 @@ public enum OneShotRun {
         let prepared: PreparedDomain
         do {
             prepared = try DomainBuilder.build(options.spec, log: log, clock: clock, cpuid: CPUIDPolicy(hostLeaves: hostLeaves),
-                                               consoleOutput: output)
+                                               xenstore: XenStoreService(log: log), consoleOutput: output)
         } catch {
             return failure(error.isUserError ? .usage : .crash, error.description)
         }
