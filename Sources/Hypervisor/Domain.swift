@@ -107,6 +107,35 @@ public final class Domain: @unchecked Sendable {
         finish(.crashed(reason: reason))
     }
 
+    /// Pauses the domain (xl pause): its vCPUs stop running guest code until `unpause`.
+    @discardableResult
+    public func pause() -> Bool {
+        let changed = lifecycle.withLock { state -> Bool in
+            guard state == .running else { return false }
+            state = .paused
+            return true
+        }
+        if changed { for vcpu in vcpus { vcpu.wake() } }
+        return changed
+    }
+
+    /// Lets a paused domain run again.
+    @discardableResult
+    public func unpause() -> Bool {
+        let changed = lifecycle.withLock { state -> Bool in
+            guard state == .paused else { return false }
+            state = .running
+            return true
+        }
+        if changed { for vcpu in vcpus { vcpu.wake() } }
+        return changed
+    }
+
+    public var isPaused: Bool { lifecycle.withLock { $0 == .paused } }
+
+    /// Nanoseconds of host CPU the domain's vCPUs spent running guest code.
+    public var cpuTime: UInt64 { vcpus.reduce(0) { $0 &+ $1.cpuTime.load(ordering: .relaxed) } }
+
     /// Destroys the domain on the toolstack's request.
     public func destroy(_ reason: String) {
         log.log(.info, "d\(id) destroyed: \(reason)")

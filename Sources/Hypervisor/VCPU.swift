@@ -121,6 +121,8 @@ public final class VCPU: @unchecked Sendable {
 
     /// Nanoseconds this vCPU spent blocked (for the runstate area).
     public var blockedTime: UInt64 = 0
+    /// Nanoseconds of host CPU spent running this vCPU's guest code (xl's Time(s)).
+    public let cpuTime = Atomic<UInt64>(0)
 
     /// Nanoseconds this vCPU has been running (or runnable) since boot.
     public func runningTime(now: UInt64) -> UInt64 { now > blockedTime ? now - blockedTime : 0 }

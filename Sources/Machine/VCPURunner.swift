@@ -47,8 +47,8 @@ final class VCPURunner: @unchecked Sendable {
         cpu.bindCurrentThread()
         timer = try? ThreadTimer()
         while !domain.isFinished {
-            if !vcpu.online {
-                // Down (VCPUOP_down) or never started: wait to be brought up.
+            if !vcpu.online || domain.isPaused {
+                // Down (VCPUOP_down), never started, or the domain is paused: wait.
                 wakeup.wait(until: nil, now: domain.clock.monotonicNanoseconds())
                 continue
             }
@@ -58,7 +58,9 @@ final class VCPURunner: @unchecked Sendable {
                 try? cpu.injectInterrupt(Self.kickVector)
                 interruptQueued = true
             }
+            let entered = HostTime.monotonic()
             let exit = cpu.runOnce()
+            vcpu.cpuTime.add(HostTime.monotonic() &- entered, ordering: .relaxed)
             wakeup.inGuest.store(false, ordering: .sequentiallyConsistent)
             cpu.clearKick()
             handle(exit)
