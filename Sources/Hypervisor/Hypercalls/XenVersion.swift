@@ -1,12 +1,12 @@
 import XenABI
 
 /// xen_version (public/version.h).
-enum XenVersion {
+public enum XenVersion {
     /// The Xen version Domus presents: the guest ABI it implements is Xen 4.19's.
-    static let major: UInt64 = 4
-    static let minor: UInt64 = 19
-    static let extraversion = ".0-domus"
-    static let capabilities = "xen-3.0-x86_64 "
+    public static let major: UInt64 = 4
+    public static let minor: UInt64 = 19
+    public static let extraversion = ".0-domus"
+    public static let capabilities = "xen-3.0-x86_64 "
 
     /// XENFEAT bits reported to a 64-bit PV domU (xen/common/kernel.c), limited to what
     /// Domus implements: PT updates that preserve A/D, available bits in grant mappings,
