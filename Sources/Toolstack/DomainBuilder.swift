@@ -16,9 +16,12 @@ public struct DomainSpec: Sendable {
     public var memoryMiB: UInt64
     public var maxMemoryMiB: UInt64?
     public var vcpus: Int
+    /// The domain's UUID (xl.cfg `uuid`); a random one if nil, as xl does.
+    public var uuid: UUID?
 
     public init(name: String = "domus", id: UInt16 = 1, kernelPath: String, initrdPath: String? = nil,
-                commandLine: String = "", memoryMiB: UInt64 = 128, maxMemoryMiB: UInt64? = nil, vcpus: Int = 1) {
+                commandLine: String = "", memoryMiB: UInt64 = 128, maxMemoryMiB: UInt64? = nil, vcpus: Int = 1,
+                uuid: UUID? = nil) {
         self.name = name
         self.id = id
         self.kernelPath = kernelPath
@@ -27,6 +30,7 @@ public struct DomainSpec: Sendable {
         self.memoryMiB = memoryMiB
         self.maxMemoryMiB = maxMemoryMiB
         self.vcpus = vcpus
+        self.uuid = uuid
     }
 }
 
@@ -83,7 +87,7 @@ public enum DomainBuilder {
         do { (memory, area) = try DomainMachine.allocateMemory(ramFrames: nrPages, vcpuCount: spec.vcpus) } catch {
             throw .machine("cannot allocate \(spec.memoryMiB) MiB for the domain: \(error)")
         }
-        let uuid = UUID()
+        let uuid = spec.uuid ?? UUID()
         let handle = withUnsafeBytes(of: uuid.uuid) { Array($0) }
         let domain = Domain(id: spec.id, name: spec.name, memory: memory, layout: area.domainLayout, vcpuCount: spec.vcpus,
                             log: log, clock: clock, cpuid: cpuid,
