@@ -169,9 +169,13 @@ extension DomainManager {
     /// `destroy`: stops the domain at once and removes it; returns when it is gone
     /// (or throws `.timeout` after `timeout` seconds).
     public func destroy(_ reference: String, timeout: Double = 30) throws(ControlError) {
+        let deadline = Date().addingTimeInterval(max(0, timeout))
         let record: ManagedDomain = try withDomain(reference) { record throws(ControlError) in
-            guard record.phase != .building else {
-                throw ControlError(.conflict, "domain \(record.id) is still being created; try again")
+            // A domain being built (a restart, say) is destroyed once it exists.
+            while record.phase == .building {
+                if !lock.wait(until: deadline) {
+                    throw ControlError(.timeout, "domain \(record.id) was still being created after \(Int(timeout)) s")
+                }
             }
             return record
         }
