@@ -86,8 +86,10 @@ extension Domain {
             let old = try memory.atomicFetchOr(bit, at: bitmapWord(SharedInfoLayout.evtchnPending, port))
             if old & bit != 0 { return }
             let mask = try memory.atomicLoad64(at: bitmapWord(SharedInfoLayout.evtchnMask, port))
-            if mask & bit != 0 { return }
-            markSelectorPending(port: port, vcpu: vcpus[index])
+            if mask & bit == 0 { markSelectorPending(port: port, vcpu: vcpus[index]) }
+            // evtchn_check_pollers: a vCPU in SCHEDOP_poll waits for the pending bit itself,
+            // whatever the mask and the selector say, so wake the blocked ones to look.
+            for vcpu in vcpus where vcpu.blocked.load(ordering: .acquiring) { vcpu.wake() }
         } catch {
             log.log(.warning, "d\(id): cannot reach shared_info to raise port \(port): \(error)")
         }
