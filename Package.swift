@@ -8,6 +8,7 @@ let package = Package(
     products: [
         .executable(name: "domus", targets: ["domus"]),
         .executable(name: "domus-bench", targets: ["domus-bench"]),
+        .executable(name: "domusd", targets: ["domusd"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -36,6 +37,11 @@ let package = Package(
         .target(name: "Machine", dependencies: ["KVM", "Hypervisor", "Backends", "XenABI", "GuestMemory"]),
         .target(name: "Toolstack", dependencies: ["Machine", "ImageLoader", "XLConfig", "Hypervisor", "Backends", "XenStore", "XenABI", "GuestMemory"]),
         .executableTarget(name: "domus", dependencies: [
+            "Toolstack", "XLConfig",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // The domain daemon: owns every domain, serves the control socket.
+        .executableTarget(name: "domusd", dependencies: [
             "Toolstack",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

@@ -132,3 +132,50 @@ struct ConsoleRelay {
         }
     }
 }
+
+/// A thread that runs closures one at a time, in order: the manager's lifecycle queue.
+/// A dedicated thread rather than a dispatch queue, so that work starts at once even
+/// when every dispatch worker is busy (Linux's libdispatch adds workers only once a
+/// second).
+final class SerialWorker: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+    private var running = false
+
+    init(name: String) {
+        let thread = Thread { [self] in loop() }
+        thread.name = name
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// Queues `job`; returns at once.
+    func async(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Whether no job is queued or running.
+    var isIdle: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return jobs.isEmpty && !running
+    }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty { condition.wait() }
+            let job = jobs.removeFirst()
+            running = true
+            condition.unlock()
+            job()
+            condition.lock()
+            running = false
+            condition.broadcast()
+            condition.unlock()
+        }
+    }
+}

@@ -29,9 +29,11 @@ extension DomainManager {
     /// flush its console, and carry out the action its configuration names.
     func domainEnded(_ record: ManagedDomain, _ end: DomainLifecycle) {
         guard let machine = record.machine, let prepared = record.prepared else { return }
+        events.debug("domain ended", ["domid": record.id, "state": "\(end)"])
         if !machine.waitUntilStopped(seconds: options.stopTimeout) {
             events.error("vCPU threads did not stop", ["domid": record.id, "seconds": options.stopTimeout])
         }
+        events.debug("vCPUs stopped", ["domid": record.id])
         prepared.console.drain()
         let configuration = record.blueprint.configuration
         let name = locked { record.name }
@@ -252,7 +254,7 @@ extension DomainManager {
     public func settle(timeout: Double = 10) {
         let done = DispatchSemaphore(value: 0)
         lifecycle.async { done.signal() }
-        _ = done.wait(timeout: .now() + timeout)
+        _ = done.wait(timeout: .now() + max(0, timeout))
     }
 
     /// Destroys every domain and refuses new ones (the daemon is exiting). Bounded by

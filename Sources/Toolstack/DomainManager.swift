@@ -47,7 +47,7 @@ public final class DomainManager: @unchecked Sendable {
     private var nextID: UInt16 = 1
     var restarts: [String: [Date]] = [:]
     var isClosing = false
-    let lifecycle = DispatchQueue(label: "domus.lifecycle")
+    let lifecycle = SerialWorker(name: "domus-lifecycle")
 
     /// Domain ids are 1..<DOMID_FIRST_RESERVED (0x7ff0), as Xen allocates them.
     static let firstReservedID: UInt16 = 0x7ff0

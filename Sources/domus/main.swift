@@ -21,7 +21,14 @@ struct Domus: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "domus",
         abstract: "Domus: a Xen-compatible hypervisor on KVM.",
-        subcommands: [Run.self])
+        discussion: """
+            `domus run` boots one guest in the foreground. The other verbs are xl's and talk to \
+            the domain daemon, domusd, over its control socket (--socket, $DOMUS_SOCKET, \
+            default /run/domus/domusd.sock). DOM is a domain name or id.
+            """,
+        subcommands: [Run.self, Create.self, List.self, Console.self, Shutdown.self, Reboot.self, Destroy.self,
+                      Pause.self, Unpause.self, MemSet.self, MemMax.self, VcpuList.self, Info.self, Dmesg.self,
+                      Uptime.self, Domid.self, Domname.self, Rename.self])
 }
 
 struct Run: ParsableCommand {
@@ -67,11 +74,35 @@ struct Run: ParsableCommand {
     }
 }
 
+/// xl takes global options before the verb (`xl -v list`); `domus --socket PATH list`
+/// is moved to `domus list --socket PATH`, where the verb's options are parsed.
+func normalizedArguments(_ arguments: [String]) -> [String] {
+    var options: [String] = []
+    var rest = arguments[...]
+    while let first = rest.first, first.hasPrefix("--socket") {
+        if first == "--socket", rest.count >= 2 {
+            options += rest.prefix(2)
+            rest = rest.dropFirst(2)
+        } else if first.hasPrefix("--socket=") {
+            options.append(first)
+            rest = rest.dropFirst()
+        } else {
+            break
+        }
+    }
+    guard !options.isEmpty, let verb = rest.first else { return arguments }
+    return [verb] + options + rest.dropFirst()
+}
+
+signal(SIGPIPE, SIG_IGN)
 do {
-    var command = try Domus.parseAsRoot()
+    var command = try Domus.parseAsRoot(normalizedArguments(Array(CommandLine.arguments.dropFirst())))
     try command.run()
 } catch let code as ExitCode {
     exit(code.rawValue)
+} catch let failure as CommandFailure {
+    standardError.line("domus: " + failure.message)
+    exit(failure.status)
 } catch {
     let status = Domus.exitCode(for: error)
     if status == .success {
