@@ -347,29 +347,37 @@ dk_module_closure() {
 }
 
 # dk_modules_install DESTROOT MODULE... — copies the closures of MODULE... into
-# DESTROOT/lib/modules/ (decompressing .ko.xz/.ko.zst), and writes their load
-# order, one path per line relative to DESTROOT, to DESTROOT/etc/modules.load.
+# DESTROOT/lib/modules/$DK_KVER/ at their usual paths (decompressing .ko.xz,
+# .ko.zst, .ko.gz), writes a modules.dep for them there (so busybox modprobe
+# works) and their load order, one absolute path per line, to
+# DESTROOT/etc/modules.load.
 dk_modules_install() {
   local dest=$1; shift
-  local m rel out
+  local m rel out list
   local -A done=()
-  mkdir -p "$dest/lib/modules" "$dest/etc"
+  local mdir=$dest/lib/modules/$DK_KVER
+  mkdir -p "$mdir" "$dest/etc"
   : >"$dest/etc/modules.load"
+  : >"$mdir/modules.dep"
+  dk_load_moddep
   for m in "$@"; do
-    local list
     list=$(dk_module_closure "$m" 2>&1) || dk_die "initramfs: modules" "$list"
     while read -r rel; do
       [[ -z $rel || -n ${done[$rel]:-} ]] && continue
       done[$rel]=1
-      out=${rel##*/}; out=${out%%.ko*}.ko
+      out=${rel%%.ko*}.ko
+      mkdir -p "$mdir/$(dirname "$out")"
       case $rel in
-        *.ko) cp "$DK_MODDIR/$rel" "$dest/lib/modules/$out" ;;
-        *.ko.xz) xz -dc "$DK_MODDIR/$rel" >"$dest/lib/modules/$out" ;;
-        *.ko.zst) zstd -qdc "$DK_MODDIR/$rel" >"$dest/lib/modules/$out" ;;
-        *.ko.gz) gzip -dc "$DK_MODDIR/$rel" >"$dest/lib/modules/$out" ;;
+        *.ko) cp "$DK_MODDIR/$rel" "$mdir/$out" ;;
+        *.ko.xz) xz -dc "$DK_MODDIR/$rel" >"$mdir/$out" ;;
+        *.ko.zst) zstd -qdc "$DK_MODDIR/$rel" >"$mdir/$out" ;;
+        *.ko.gz) gzip -dc "$DK_MODDIR/$rel" >"$mdir/$out" ;;
         *) dk_die "initramfs: modules" "unknown module file type $rel" ;;
       esac
-      printf '/lib/modules/%s\n' "$out" >>"$dest/etc/modules.load"
+      local deps="" d
+      for d in ${DK_DEP[$rel]}; do deps+=" ${d%%.ko*}.ko"; done
+      printf '%s:%s\n' "$out" "$deps" >>"$mdir/modules.dep"
+      printf '/lib/modules/%s/%s\n' "$DK_KVER" "$out" >>"$dest/etc/modules.load"
     done <<<"$list"
   done
 }
@@ -413,8 +421,8 @@ dk_busybox_install() {
 dk_cpio() {
   local src=$1 out=$2
   (cd "$src" && find . -mindepth 1 | LC_ALL=C sort |
-    cpio -o -H newc -R 0:0 --quiet) >"$out.tmp" || dk_die "initramfs: cpio" "cpio failed for $src"
-  mv "$out.tmp" "$out"
+    cpio -o -H newc -R 0:0 --quiet) >"$out.tmp.$$" || dk_die "initramfs: cpio" "cpio failed for $src"
+  mv "$out.tmp.$$" "$out"
 }
 
 # dk_hash FILE_OR_STRING... → a short content hash (for cache keys).
@@ -423,4 +431,68 @@ dk_hash() {
   for a in "$@"; do
     if [[ -f $a ]]; then cat "$a"; else printf '%s\n' "$a"; fi
   done | sha256sum | cut -c1-16
+}
+
+# --- Debian's xenstore-utils, for the guest ---------------------------------------
+
+# The packages that make xenstore-read & co. run (Debian 12 names); libc and
+# the loader come from the host, which is the same Debian release.
+DK_XEN_PKGS=(xenstore-utils libxenstore4 libxentoolcore1)
+
+# dk_xen_prepare → sets DK_XENROOT, an unpacked tree of DK_XEN_PKGS, cached
+# by xenstore-utils' version.
+dk_xen_prepare() {
+  local ver memo=$DK_CACHE/xen/resolved fp
+  fp=$(dk_apt_fingerprint)
+  if [[ -f $memo ]] && read -r mfp ver <"$memo" && [[ $mfp == "$fp" && -n $ver ]]; then
+    :
+  else
+    ver=$(dk_apt_candidate xenstore-utils) || { dk_apt_update_once && ver=$(dk_apt_candidate xenstore-utils); } ||
+      dk_die "xenstore-utils: resolve" "apt knows no xenstore-utils"
+    mkdir -p "$DK_CACHE/xen" && printf '%s %s\n' "$(dk_apt_fingerprint)" "$ver" >"$memo"
+  fi
+  DK_XENROOT=$DK_CACHE/xen/$ver/root
+  [[ -f $DK_CACHE/xen/$ver/ready ]] && return 0
+  local t0 p specs=() d=$DK_CACHE/xen/$ver
+  t0=$(dk_now)
+  for p in "${DK_XEN_PKGS[@]}"; do specs+=("$p=$ver"); done
+  dk_say "downloading ${DK_XEN_PKGS[*]} $ver with apt-get download (not installed on the host)"
+  rm -rf "$d" && mkdir -p "$d/debs"
+  dk_apt_download "xenstore-utils: download" "$d/debs" "${specs[@]}"
+  local deb
+  for deb in "$d"/debs/*.deb; do
+    dpkg-deb -x "$deb" "$d/root" || dk_die "xenstore-utils: unpack" "dpkg-deb -x $deb failed"
+  done
+  [[ -x $d/root/usr/bin/xenstore ]] || dk_die "xenstore-utils: unpack" "no usr/bin/xenstore in xenstore-utils"
+  touch "$d/ready"
+  dk_say "xenstore-utils ready in $(dk_elapsed "$t0") s"
+}
+
+# dk_xen_install DESTROOT — xenstore and its xenstore-* names in /usr/bin, the
+# shared libraries they need (resolved by the host's ld.so, the packages'
+# libraries first), and the loader.
+dk_xen_install() {
+  local dest=$1 ld=/lib64/ld-linux-x86-64.so.2
+  local libdir=$DK_XENROOT/usr/lib/x86_64-linux-gnu
+  mkdir -p "$dest/usr/bin" "$dest/lib/x86_64-linux-gnu" "$dest/lib64"
+  ln -sfn ../lib/x86_64-linux-gnu "$dest/usr/lib" 2>/dev/null || true
+  cp "$DK_XENROOT/usr/bin/xenstore" "$dest/usr/bin/xenstore"
+  local f
+  for f in "$DK_XENROOT"/usr/bin/xenstore-*; do
+    # xenstore-control is a symlink to Xen's dom0 wrapper: not for a guest.
+    [[ -L $f ]] && continue
+    ln -s xenstore "$dest/usr/bin/${f##*/}"
+  done
+  local out line name path
+  out=$(LD_LIBRARY_PATH=$libdir "$ld" --list "$DK_XENROOT/usr/bin/xenstore" 2>&1) ||
+    dk_die "xenstore-utils: libraries" "ld.so --list failed: $out"
+  while read -r line; do
+    case $line in
+      *"=> not found"*) dk_die "xenstore-utils: libraries" "${line%% *} not found" ;;
+      *"=> "*)
+        name=${line%% =>*}; path=${line#*=> }; path=${path% (*}
+        cp -L "$path" "$dest/lib/x86_64-linux-gnu/$name" ;;
+    esac
+  done <<<"$out"
+  cp -L "$ld" "$dest/lib64/ld-linux-x86-64.so.2"
 }
