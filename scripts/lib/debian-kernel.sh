@@ -50,7 +50,7 @@ dk_apt_update_once() {
   DK_APT_UPDATED=1
   dk_say "running apt-get update (package lists are missing or stale)"
   local out
-  if ! out=$(apt-get update -q 2>&1); then
+  if ! out=$(timeout 600 apt-get update -q 2>&1); then
     dk_say "apt-get update failed:"
     printf '%s\n' "$out" | tail -n 5 >&2
     return 1
@@ -85,9 +85,9 @@ dk_install_pkgs() {
   fi
   dk_say "installing missing Debian packages: ${missing[*]} (apt-get install -y)"
   local t0 out; t0=$(dk_now)
-  if ! out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" 2>&1); then
+  if ! out=$(DEBIAN_FRONTEND=noninteractive timeout 1800 apt-get install -y -q --no-install-recommends "${missing[@]}" 2>&1); then
     if dk_apt_update_once &&
-      out=$(DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" 2>&1); then
+      out=$(DEBIAN_FRONTEND=noninteractive timeout 1800 apt-get install -y -q --no-install-recommends "${missing[@]}" 2>&1); then
       :
     else
       printf '%s\n' "$out" | tail -n 5 >&2
@@ -113,8 +113,8 @@ dk_apt_download() {
   mkdir -p "$dir"
   # apt-get download runs unsandboxed as root when _apt cannot write to DIR;
   # that warning is noise here.
-  if ! out=$(cd "$dir" && apt-get download -q "$@" 2>&1); then
-    if dk_apt_update_once && out=$(cd "$dir" && apt-get download -q "$@" 2>&1); then
+  if ! out=$(cd "$dir" && timeout 900 apt-get download -q "$@" 2>&1); then
+    if dk_apt_update_once && out=$(cd "$dir" && timeout 900 apt-get download -q "$@" 2>&1); then
       :
     else
       printf '%s\n' "$out" | grep -v 'unsandboxed' | tail -n 5 >&2
