@@ -1,4 +1,6 @@
 # shellcheck shell=bash
+# The DK_* variables set here are read by the scripts that source this file.
+# shellcheck disable=SC2034
 # Shared helpers for scripts/amdv-box and scripts/guest-linux (sourced, not run).
 #
 # They prepare, once, everything both scripts boot: Debian's stock kernel
@@ -354,7 +356,7 @@ dk_module_closure() {
 dk_modules_install() {
   local dest=$1; shift
   local m rel out list
-  local -A done=()
+  local -A copied=()
   local mdir=$dest/lib/modules/$DK_KVER
   mkdir -p "$mdir" "$dest/etc"
   : >"$dest/etc/modules.load"
@@ -363,8 +365,8 @@ dk_modules_install() {
   for m in "$@"; do
     list=$(dk_module_closure "$m" 2>&1) || dk_die "initramfs: modules" "$list"
     while read -r rel; do
-      [[ -z $rel || -n ${done[$rel]:-} ]] && continue
-      done[$rel]=1
+      [[ -z $rel || -n ${copied[$rel]:-} ]] && continue
+      copied[$rel]=1
       out=${rel%%.ko*}.ko
       mkdir -p "$mdir/$(dirname "$out")"
       case $rel in
