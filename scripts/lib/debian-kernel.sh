@@ -102,7 +102,7 @@ dk_install_pkgs() {
 # dk_apt_candidate PKG → prints "VERSION" of the candidate, fails if unknown.
 dk_apt_candidate() {
   local v
-  v=$(apt-cache policy "$1" 2>/dev/null | awk '/^ *Candidate:/ && !v { v = $2 } END { print v }')
+  v=$(apt-cache policy "$1" 2>/dev/null | awk '/^ *Candidate:/ && !v { v = $2 } END { print v }') || v=""
   [[ -n $v && $v != "(none)" ]] || return 1
   printf '%s\n' "$v"
 }
@@ -158,7 +158,7 @@ dk_kernel_resolve() {
   local try
   for try in 1 2; do
     dep=$(apt-cache show --no-all-versions "$DK_META" 2>/dev/null |
-      awk '/^Depends: / && !d { sub(/^Depends: /, ""); print; d = 1 }')
+      awk '/^Depends: / && !d { sub(/^Depends: /, ""); print; d = 1 }') || dep=""
     [[ -n $dep ]] && break
     [[ $try == 1 ]] && { dk_apt_update_once || break; }
   done
