@@ -197,6 +197,7 @@ EOF
   else
     skip "swift" "swiftc failed: $(head -n 2 "$WORK/swiftc.err")"
   fi
+  rm -rf "${bin%/*}"
 else
   skip "swift" "no swiftc on PATH"
 fi
