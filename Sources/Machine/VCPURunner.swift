@@ -32,6 +32,8 @@ final class VCPURunner: @unchecked Sendable {
     private var userCS = FlatSelector.userCS64
     private var userSS = FlatSelector.userSS64
     private(set) var crashReport: String?
+    /// The value last written to the #GP port-I/O fast-path flag.
+    private var fastIOEnabled = false
 
     init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea) throws(KVMError) {
         self.vcpu = vcpu
@@ -236,6 +238,12 @@ final class VCPURunner: @unchecked Sendable {
         if vcpu.mode == .user {
             userCS = context.cs
             userSS = context.ss
+        }
+        // Xen's iopl_ok: the guest kernel counts as ring 1, its user mode as ring 3.
+        let fastIO = vcpu.virtualIOPL >= (vcpu.mode == .kernel ? 1 : 3)
+        if fastIO != fastIOEnabled {
+            try? domain.memory.write(UInt8(fastIO ? 1 : 0), at: area.fastIOFlag(vcpu.id))
+            fastIOEnabled = fastIO
         }
     }
 
