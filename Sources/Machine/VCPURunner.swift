@@ -159,7 +159,7 @@ final class VCPURunner: @unchecked Sendable {
             // Hosts whose ring-3 `syscall` jumps to MSR_LSTAR without changing privilege
             // (PVM): fetching the supervisor-only stub faults (#PF), or its first
             // instruction does (#GP); the syscall's state is in rcx and r11.
-            vcpu.count(exit: "syscall")
+            vcpu.count(exit: "syscall (via a fault at the stub)")
             context.rip = regs.rcx
             outcome = Traps.syscall(vcpu, &context, returnAddress: regs.rcx, flags: regs.r11)
         } else {

@@ -202,6 +202,23 @@ else
   skip "swift" "no swiftc on PATH"
 fi
 
+# A KVM guest started inside the box by Domus's KVM layer takes the `syscall` path from
+# ring 3 to the host and back: the usersyscall PV test guest (a user-mode `syscall`
+# bounced to its kernel) and hcerrors (hypercalls made with `syscall` from guest
+# kernel mode), run by the repository's domus binary on the box's /dev/kvm.
+domus_bin=$(cd "$REPO" && swift build --show-bin-path 2>/dev/null)/domus
+if [[ -x $domus_bin && -x $REPO/guests/build/usersyscall && -x $REPO/guests/build/hcerrors ]]; then
+  box syscall -- sh -c "'$domus_bin' run --kernel '$REPO/guests/build/usersyscall' --memory 32 --timeout 60 --stats && '$domus_bin' run --kernel '$REPO/guests/build/hcerrors' --memory 32 --timeout 60 --stats"
+  if [[ $rc == 0 ]] && grep -q "domus-test: PASS usersyscall" "$WORK/syscall.out" && grep -q "domus-test: PASS hcerrors" "$WORK/syscall.out" \
+      && grep -q "^  syscall [1-9]" "$WORK/syscall.err" && ! grep -q "via a fault" "$WORK/syscall.err"; then
+    pass "a KVM guest run by Domus inside the box takes the syscall path (ring 3 -> LSTAR stub -> host -> back)"
+  else
+    fail "syscall" "exit $rc; $(grep -E 'PASS|FAIL|syscall' "$WORK/syscall.out" "$WORK/syscall.err" | tail -n 4 | tr '\n' ' ')"; show syscall
+  fi
+else
+  skip "syscall" "domus or the PV test guests are not built (swift build; make -C guests)"
+fi
+
 # scripts/guest-linux: two lines, both files there; --kernel / --initrd.
 rc=0
 out=$("$GUEST" 2>"$WORK/guest.err") || rc=$?
