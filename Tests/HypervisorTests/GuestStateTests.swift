@@ -44,6 +44,22 @@ struct SetTrapTableTests {
         #expect(test.vcpu.trapTable[14]?.address == 0x2000)
     }
 
+    @Test("A non-canonical handler address is -EINVAL; entries before it stay, as on Xen")
+    func nonCanonical() throws {
+        let test = try TestDomain()
+        let entries = [
+            TrapInfo(vector: 14, flags: 0, cs: 0xe033, address: 0xffff_ffff_8100_1000),
+            TrapInfo(vector: 13, flags: 0, cs: 0xe033, address: 0x0000_8000_0000_0000),
+            TrapInfo(vector: 3, flags: 0, cs: 0xe033, address: 0xffff_ffff_8100_3000),
+            TrapInfo(vector: 0, flags: 0, cs: 0, address: 0),
+        ]
+        try test.write(entries.flatMap { $0.encode() }, at: TestDomain.buffer)
+        test.call(.setTrapTable, TestDomain.buffer)
+        #expect(test.result == TestDomain.error(.EINVAL))
+        #expect(test.vcpu.trapTable[14]?.address == 0xffff_ffff_8100_1000)
+        #expect(test.vcpu.trapTable[13] == nil && test.vcpu.trapTable[3] == nil)
+    }
+
     @Test("A null list clears the whole table")
     func clear() throws {
         let test = try TestDomain()

@@ -180,6 +180,12 @@ final class TestDomain {
         return Hypercalls.handle(vcpu: vcpu, context: &context)
     }
 
+    /// An exception exit of vCPU 0, as the machine layer reports it.
+    @discardableResult
+    func exception(vector: UInt8, errorCode: UInt64, faultAddress: UInt64) -> ExitOutcome {
+        Traps.exception(vcpu, &context, vector: vector, errorCode: errorCode, faultAddress: faultAddress)
+    }
+
     /// rax as the guest reads it: the result, or -errno.
     var result: Int64 { Int64(bitPattern: context.rax) }
 
