@@ -200,6 +200,23 @@ struct EventChannelBindingTests {
         #expect(try events.bindVIRQ(VIRQ.timer, vcpu: 0) == timer0)
     }
 
+    @Test("Closing a global VIRQ that bind_vcpu moved to another vCPU unbinds it: it can be bound again and raises nothing")
+    func closeMovedGlobalVIRQ() throws {
+        let test = try TestDomain(vcpus: 2)
+        let events = EventChannelClient(test: test)
+        let console = try events.bindVIRQ(VIRQ.console)
+        #expect(try events.bindVCPU(console, vcpu: 1) == 0)
+        #expect(try events.close(console) == 0)
+        #expect(test.domain.state.withLock { $0.events.virqPort(vcpu: 0, virq: VIRQ.console) } == nil)
+        // The freed port is reused by an IPI; the VIRQ must not raise it.
+        let ipi = try events.bindIPI()
+        #expect(ipi == console)
+        test.domain.raiseVIRQ(VIRQ.console, vcpu: 0)
+        #expect(try events.pendingWord(0) == 0)
+        let again = try events.bindVIRQ(VIRQ.console)
+        #expect(ChannelState(events.channel(again)) == .virq(VIRQ.console))
+    }
+
     @Test("bind_ipi binds a port to a vCPU; an unknown vCPU is -ENOENT")
     func bindIPI() throws {
         let test = try TestDomain(vcpus: 2)
