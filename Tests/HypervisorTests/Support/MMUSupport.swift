@@ -66,7 +66,7 @@ extension TestDomain {
     /// Recomputes from the active page tables what every frame's bookkeeping must be
     /// (Xen's invariants: each present L1 entry holds a mapping reference, each RW one a
     /// writable type reference; each present Ln entry a type reference on its Ln-1 table;
-    /// pins and base pointers one more) and records an issue for every difference.
+    /// pins, base pointers and GDT frames one more) and records an issue for every difference.
     /// `extraWritable` are writable references held for other reasons (vcpu_info pages).
     func checkPageBookkeeping(extraWritable: [UInt64: UInt32] = [:], sourceLocation: SourceLocation = #_sourceLocation) throws {
         let pages = domain.state.withLock { $0.pages.frames }
@@ -94,6 +94,7 @@ extension TestDomain {
         for vcpu in domain.vcpus {
             if let table = vcpu.kernelTable { expectedCount[Int(table.rawValue)] += 1 }
             if let table = vcpu.userTable { expectedCount[Int(table.rawValue)] += 1 }
+            for frame in vcpu.gdtFrames { expectedCount[Int(frame.rawValue)] += 1 }
         }
         for (pfn, extra) in extraWritable { expectedCount[Int(pfn)] += extra }
         for (pfn, info) in pages.enumerated() {
