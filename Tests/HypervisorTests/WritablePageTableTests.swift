@@ -134,6 +134,26 @@ struct WritablePageTableTests {
         #expect(test.context.rip == test.codeAddress + 5)
     }
 
+    @Test("Byte forms with high-byte registers: xchg %ah writes AH; a failed cmpxchg %ah writes AL, the accumulator")
+    func highByteRegisters() throws {
+        let test = try TestDomain()
+        let target = TestDomain.l1EntryVA(mapping: 20)
+        let low = kernelL1(20, PTE.present | PTE.rw | PTE.accessed) & 0xff     // 0x27
+        // lock cmpxchg %ah,(%rdx): AL (0x34) differs from the entry's low byte.
+        test.context.rdx = target
+        test.context.rax = 0x1234
+        try test.writeFault([0xf0, 0x0f, 0xb0, 0x22], at: target)
+        #expect(test.context.rax == 0x1200 | low, "AL gets the entry's byte; AH (the source) is untouched")
+        #expect(test.context.rip == test.codeAddress + 4)
+        #expect(try test.physical(TestDomain.l1Entry(mapping: 20)) == kernelL1(20, PTE.present | PTE.rw | PTE.accessed))
+        // xchg %ah,(%rdx) with AH = 0x25 (RW cleared): AH gets the old byte.
+        test.context.rax = 0x2500
+        try test.writeFault([0x86, 0x22], at: target)
+        #expect(test.context.rax == low << 8)
+        #expect(try test.physical(TestDomain.l1Entry(mapping: 20)) == kernelL1(20, PTE.present | PTE.accessed))
+        try test.checkPageBookkeeping()
+    }
+
     @Test("A 32-bit mov into the upper half sets NX")
     func upperHalf() throws {
         let test = try TestDomain()
