@@ -89,7 +89,7 @@ struct ConsoleIOTests {
 @Suite("Hypercall dispatch")
 struct DispatchTests {
     @Test("Unimplemented and unknown hypercall numbers are -ENOSYS and logged", arguments: [
-        Hypercall.grantTableOp.rawValue, Hypercall.platformOp.rawValue, Hypercall.xenpmuOp.rawValue, 11, 63, 64, 1000, UInt64.max,
+        Hypercall.platformOp.rawValue, Hypercall.xenpmuOp.rawValue, 11, 63, 64, 1000, UInt64.max,
     ])
     func unknownNumber(number: UInt64) throws {
         let test = try TestDomain()

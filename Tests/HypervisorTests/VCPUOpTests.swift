@@ -231,8 +231,25 @@ struct VCPUOpTests {
         #expect(test.vcpu.timer.withLock { $0.deadline } == nil)
     }
 
+    @Test("VCPUOP_down of the only vCPU crashes the domain: it can never run again")
+    func downLastVCPU() throws {
+        let test = try TestDomain()
+        let outcome = test.call(.vcpuOp, VCPUOp.down, 0, 0)
+        #expect(outcome == .stop)
+        #expect(test.isCrashed)
+        #expect(!test.vcpu.online)
+    }
+
+    @Test("VCPUOP_up of a vCPU never initialised is -EINVAL; of vCPU 0 it brings it back")
+    func up() throws {
+        let test = try TestDomain()
+        test.call(.vcpuOp, VCPUOp.up, 0, 0)
+        #expect(test.result == 0)
+        #expect(test.vcpu.online)
+    }
+
     @Test("Unimplemented vcpu_op commands are -ENOSYS", arguments: [
-        VCPUOp.initialise, VCPUOp.up, VCPUOp.down, VCPUOp.sendNMI, VCPUOp.getPhysid, VCPUOp.registerVCPUTimePhysArea, 99,
+        VCPUOp.initialise, VCPUOp.sendNMI, VCPUOp.getPhysid, VCPUOp.registerVCPUTimePhysArea, 99,
     ])
     func unknown(command: UInt64) throws {
         let test = try TestDomain()
