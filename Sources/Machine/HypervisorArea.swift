@@ -88,6 +88,10 @@ public struct HypervisorArea: Sendable {
     /// Guest-physical address of the interrupt frame (rip, cs, rflags, rsp, ss) at the IST top.
     func frame(_ vcpu: Int) -> GuestPhysicalAddress { GuestPhysicalAddress(istStack(vcpu).rawValue + pageSize - 40) }
     func frameVirtual(_ vcpu: Int) -> UInt64 { istTopVirtual(vcpu) - 40 }
+    /// The byte enabling the #GP port-I/O fast path of `vcpu`.
+    func fastIOFlag(_ vcpu: Int) -> GuestPhysicalAddress {
+        GuestPhysicalAddress(istStack(vcpu).rawValue + pageSize - StubCode.fastIOFlagBelowTop)
+    }
     /// Capacity of the operation buffer in {op, a, b} triples.
     var operationCapacity: Int { Int(UInt64(Self.operationBufferPages) * pageSize / 24) }
 
@@ -223,13 +227,15 @@ enum DescriptorTablesBuilder {
         ]
     }
 
-    /// 256 interrupt gates: ring-0 code, IST 1, DPL 0 except #BP and #OF (DPL 3, so
-    /// `int3`/`into` from ring 3 reach their stubs).
+    /// 256 interrupt gates: ring-0 code, IST 1, DPL 0 except #BP, #OF and 0x82 (DPL 3,
+    /// so `int3`, `into` and the hypercall page's `int $0x82` reach their stubs).
     static func idt(stubs: UInt64) -> [UInt8] {
         var writer = ByteWriter(size: 4096)
         for vector in 0..<256 {
-            let handler = stubs + UInt64(vector * StubCode.vectorStubStride)
-            let dpl: UInt64 = (vector == 3 || vector == 4) ? 3 : 0
+            let handler = vector == 13 ? stubs + UInt64(StubCode.generalProtectionOffset)
+                : stubs + UInt64(vector * StubCode.vectorStubStride)
+            // #BP, #OF and the hypercall vector are reachable from ring 3.
+            let dpl: UInt64 = (vector == 3 || vector == 4 || vector == Int(HypercallPage.vector)) ? 3 : 0
             let low = (handler & 0xffff) | UInt64(FlatSelector.ring0CS64) << 16 | 1 << 32 /* IST1 */
                 | (0x8e | dpl << 5) << 40 | ((handler >> 16) & 0xffff) << 48
             writer.set(low, at: vector * 16)

@@ -32,6 +32,8 @@ final class VCPURunner: @unchecked Sendable {
     private var userCS = FlatSelector.userCS64
     private var userSS = FlatSelector.userSS64
     private(set) var crashReport: String?
+    /// The value last written to the #GP port-I/O fast-path flag.
+    private var fastIOEnabled = false
 
     init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea) throws(KVMError) {
         self.vcpu = vcpu
@@ -157,7 +159,7 @@ final class VCPURunner: @unchecked Sendable {
             // Hosts whose ring-3 `syscall` jumps to MSR_LSTAR without changing privilege
             // (PVM): fetching the supervisor-only stub faults (#PF), or its first
             // instruction does (#GP); the syscall's state is in rcx and r11.
-            vcpu.count(exit: "syscall")
+            vcpu.count(exit: "syscall (via a fault at the stub)")
             context.rip = regs.rcx
             outcome = Traps.syscall(vcpu, &context, returnAddress: regs.rcx, flags: regs.r11)
         } else {
@@ -236,6 +238,12 @@ final class VCPURunner: @unchecked Sendable {
         if vcpu.mode == .user {
             userCS = context.cs
             userSS = context.ss
+        }
+        // Xen's iopl_ok: the guest kernel counts as ring 1, its user mode as ring 3.
+        let fastIO = vcpu.virtualIOPL >= (vcpu.mode == .kernel ? 1 : 3)
+        if fastIO != fastIOEnabled {
+            try? domain.memory.write(UInt8(fastIO ? 1 : 0), at: area.fastIOFlag(vcpu.id))
+            fastIOEnabled = fastIO
         }
     }
 

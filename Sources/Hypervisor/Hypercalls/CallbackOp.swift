@@ -8,12 +8,13 @@ enum CallbackOps {
             guard let request = try? CallbackRegister(decoding: try call.copyIn(call.argument(1), count: CallbackRegister.size)) else {
                 throw .EFAULT
             }
-            guard let type = CallbackType(rawValue: request.type) else { throw .EINVAL }
+            // An unknown type is -ENOSYS on Xen (register_guest_callback).
+            guard let type = CallbackType(rawValue: request.type) else { throw .ENOSYS }
             try register(type, address: request.address, flags: request.flags, on: call.vcpu)
             return .value(0)
         case CallbackOp.unregister:
             let bytes = try call.copyIn(call.argument(1), count: 2)
-            guard let type = CallbackType(rawValue: UInt16(bytes[0]) | UInt16(bytes[1]) << 8) else { throw .EINVAL }
+            guard let type = CallbackType(rawValue: UInt16(bytes[0]) | UInt16(bytes[1]) << 8) else { throw .ENOSYS }
             // As on Xen, only the NMI callback can be unregistered; the others are
             // needed for the guest to work at all.
             guard type == .nmi else { throw .EINVAL }

@@ -147,7 +147,10 @@ enum EventChannelOps {
     static func close(_ domain: Domain, port: UInt32) throws(XenError) {
         let channel = try domain.state.withLock { state throws(XenError) -> EventChannel in
             guard let channel = state.events[port], !channel.state.isFree else { throw .EINVAL }
-            if case let .virq(virq) = channel.state { state.events.unbindVIRQ(vcpu: channel.notifyVCPU, virq: virq) }
+            if case let .virq(virq) = channel.state {
+                // A global VIRQ is registered on vCPU 0 even after bind_vcpu moved its port.
+                state.events.unbindVIRQ(vcpu: VIRQ.isPerVCPU(virq) ? channel.notifyVCPU : 0, virq: virq)
+            }
             state.events.set(port, EventChannel())
             return channel
         }

@@ -3,7 +3,8 @@ import XenABI
 /// Hypercalls that set a vCPU's trap table, kernel stack, segment bases, debug
 /// registers and VM assists (public/xen.h, arch-x86/xen-x86_64.h).
 enum GuestState {
-    /// set_trap_table: entries until one with address 0; a null list clears the table.
+    /// set_trap_table: entries until one with address 0; a null list clears the table. A
+    /// non-canonical handler address is -EINVAL (entries before it stay set, as on Xen).
     static func setTrapTable(_ call: inout HypercallInvocation) throws(XenError) -> HypercallOutcome {
         let list = call.argument(0)
         if list == 0 {
@@ -14,6 +15,8 @@ enum GuestState {
             let bytes = try call.copyIn(list &+ UInt64(index * TrapInfo.size), count: TrapInfo.size)
             guard var entry = try? TrapInfo(decoding: bytes) else { throw .EFAULT }
             if entry.address == 0 { break }
+            // As Xen: a handler the CPU could never jump to is refused up front.
+            guard GuestVirtualAddressCheck.isCanonical(entry.address) else { throw .EINVAL }
             entry.cs |= 3   // fixup_guest_code_selector: guest code runs in ring 3
             call.vcpu.trapTable[Int(entry.vector)] = entry
         }

@@ -41,9 +41,11 @@ public enum XenVersion {
         case XenVersionCommand.getFeatures:
             let index = ByteReader(try call.copyIn(buffer, count: 4))
             let submapIndex = (try? index.u32(0)) ?? 0
+            // Only submap 0 exists (XENFEAT_NR_SUBMAPS); Xen refuses the others.
+            guard submapIndex == 0 else { throw .EINVAL }
             var writer = ByteWriter(size: 4)
             let assists = call.domain.state.withLock { $0.vmAssists }
-            writer.set(submapIndex == 0 ? featureSubmap0(vmAssists: assists) : 0, at: 0)
+            writer.set(featureSubmap0(vmAssists: assists), at: 0)
             try call.copyOut(writer.bytes, to: buffer + 4)
             return .value(0)
         case XenVersionCommand.pagesize:

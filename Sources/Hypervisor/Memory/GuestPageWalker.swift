@@ -56,9 +56,17 @@ public struct GuestPageWalker: Sendable {
         return GuestPhysicalAddress(base.rawValue + UInt64(address.tableIndex(level: 1)) * 8)
     }
 
+    /// A range that runs past the top of the address space is refused, as Xen's
+    /// access_ok does, rather than wrapping to address 0. (Handlers may then compute
+    /// `address + count` without overflow.)
+    static func checkRange(_ address: GuestVirtualAddress, _ count: Int) throws(XenError) {
+        guard !address.rawValue.addingReportingOverflow(UInt64(count)).overflow else { throw .EFAULT }
+    }
+
     /// Copies `count` bytes from guest-virtual `address` (copy_from_guest).
     public func read(_ address: GuestVirtualAddress, count: Int) throws(XenError) -> [UInt8] {
         guard count > 0 else { return [] }
+        try Self.checkRange(address, count)
         var result: [UInt8] = []
         result.reserveCapacity(count)
         var current = address
@@ -77,6 +85,7 @@ public struct GuestPageWalker: Sendable {
     /// before any byte is written, so a fault leaves guest memory unchanged.
     public func write(_ bytes: [UInt8], to address: GuestVirtualAddress) throws(XenError) {
         guard !bytes.isEmpty else { return }
+        try Self.checkRange(address, bytes.count)
         var pieces: [(GuestPhysicalAddress, Range<Int>)] = []
         var current = address
         var offset = 0

@@ -98,13 +98,15 @@ public enum PageTableEntryRules {
 
     /// The entry as Xen stores it for a 64-bit PV guest: present entries get _PAGE_USER
     /// (the guest kernel runs in ring 3); L1 entries that lacked it also get
-    /// _PAGE_GUEST_KERNEL so the guest can tell its kernel mappings.
+    /// _PAGE_GUEST_KERNEL so the guest can tell its kernel mappings; L4 entries also get
+    /// _PAGE_ACCESSED (adjust_guest_l4e).
     public static func adjust(_ entry: UInt64, level: Int) -> UInt64 {
         guard entry & PTE.present != 0 else { return entry }
-        if level == 1 {
-            return entry & PTE.user != 0 ? entry : entry | PTE.user | PTE.guestKernel
+        switch level {
+        case 1: return entry & PTE.user != 0 ? entry : entry | PTE.user | PTE.guestKernel
+        case 4: return entry | PTE.user | PTE.accessed
+        default: return entry | PTE.user
         }
-        return entry | PTE.user
     }
 
     /// The frame an entry points to.

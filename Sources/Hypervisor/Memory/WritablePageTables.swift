@@ -180,8 +180,9 @@ struct WriteInstruction {
         case 8: context.setRegister(number, value)
         case 4: context.setRegister(number, value & 0xffff_ffff)   // 32-bit results zero-extend
         default:
-            if case .register(_, true) = source, number == 0 || number >= 4 {
-                // ah/ch/dh/bh
+            if case .register(let sourceNumber, true) = source, number == sourceNumber {
+                // ah/ch/dh/bh: only when writing back the source operand itself (xchg); a
+                // failed cmpxchg writes the accumulator, al.
                 let base = number >= 4 && number < 8 ? number - 4 : number
                 context.setRegister(base, (context.register(base) & ~0xff00) | (value & 0xff) << 8)
             } else {

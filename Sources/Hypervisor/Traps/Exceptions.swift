@@ -38,24 +38,9 @@ extension Traps {
         }
         switch vector {
         case X86Exception.generalProtection:
-            if isHypercallPageExit(vcpu, context) {
-                if vcpu.mode == .kernel {
-                    context.rip &+= UInt64(HypercallPage.exitInstruction.count)
-                    return hypercall(vcpu, &context)
-                }
-                // From user mode the stub behaves like Xen's: a system call to the guest kernel.
-                userSyscall(vcpu, &context, returnAddress: context.rip &+ 2, flags: context.rflags)
-                return domain.isFinished ? .stop : .resume
-            }
             if errorCode & 2 != 0 {
-                // `int n` through a gate the guest may not use directly: deliver it to the
-                // guest's handler if its trap table allows software interrupts.
-                let target = UInt8(truncatingIfNeeded: errorCode >> 3)
-                if let entry = vcpu.trapTable[Int(target)], entry.dpl >= 3 {
-                    context.rip &+= 2
-                    inject(vcpu, &context, vector: target)
-                    return domain.isFinished ? .stop : .resume
-                }
+                // `int n` through a gate the guest may not use directly.
+                return softwareInterrupt(vcpu, &context, vector: UInt8(truncatingIfNeeded: errorCode >> 3), rip: context.rip)
             }
             if errorCode == 0, PrivilegedOps.emulate(vcpu, &context) {
                 return domain.isFinished ? .stop : .resume
@@ -63,6 +48,11 @@ extension Traps {
             inject(vcpu, &context, vector: vector, errorCode: errorCode)
         case X86Exception.invalidOpcode:
             if PrivilegedOps.emulateForcedCPUID(vcpu, &context) { return .resume }
+            // Hosts where a ring-3 `int n` raises #UD (PVM) instead of using the gate.
+            let bytes = PrivilegedOps.fetch(vcpu, context)
+            if bytes.count >= 2, bytes[0] == 0xcd {
+                return softwareInterrupt(vcpu, &context, vector: bytes[1], rip: context.rip)
+            }
             inject(vcpu, &context, vector: vector)
         case X86Exception.pageFault:
             if vcpu.mode == .kernel, errorCode & 3 == 3, WritablePageTables.emulate(vcpu, &context, faultAddress: faultAddress) {
@@ -76,17 +66,44 @@ extension Traps {
             }
         case X86Exception.nmi, X86Exception.doubleFault, X86Exception.machineCheck:
             domain.crash("\(vcpu.name): \(X86Exception.mnemonic(vector)) at \(hex(context.rip))")
+        case HypercallPage.vector:
+            // Through its DPL-3 gate: the saved rip is after the 2-byte `int`.
+            return softwareInterrupt(vcpu, &context, vector: vector, rip: context.rip &- 2)
         default:
+            if vector >= 32 {
+                return softwareInterrupt(vcpu, &context, vector: vector, rip: context.rip &- 2)
+            }
             inject(vcpu, &context, vector: vector, errorCode: X86Exception.hasErrorCode(vector) ? errorCode : nil)
         }
         return domain.isFinished ? .stop : .resume
     }
 
-    /// Whether the fault is the exit instruction of a hypercall-page stub.
-    static func isHypercallPageExit(_ vcpu: VCPU, _ context: GuestContext) -> Bool {
+    /// An `int n` at `rip`: a hypercall-page exit, or a software interrupt delivered to
+    /// the guest's handler when its trap table allows it from the current mode (DPL 3),
+    /// else #GP with the IDT error code, as on Xen.
+    static func softwareInterrupt(_ vcpu: VCPU, _ context: inout GuestContext, vector: UInt8, rip: UInt64) -> ExitOutcome {
+        let domain = vcpu.domain
+        context.rip = rip &+ 2
+        if vector == HypercallPage.vector && isHypercallPageExit(vcpu, rip: rip) {
+            if vcpu.mode == .kernel { return hypercall(vcpu, &context) }
+            // From user mode the stub behaves like Xen's: a system call to the guest kernel.
+            userSyscall(vcpu, &context, returnAddress: context.rip, flags: context.rflags)
+            return domain.isFinished ? .stop : .resume
+        }
+        if let entry = vcpu.trapTable[Int(vector)], entry.dpl >= 3 {
+            inject(vcpu, &context, vector: vector)
+        } else {
+            context.rip = rip
+            inject(vcpu, &context, vector: X86Exception.generalProtection, errorCode: UInt64(vector) << 3 | 2)
+        }
+        return domain.isFinished ? .stop : .resume
+    }
+
+    /// Whether `rip` is the exit instruction of a hypercall-page stub.
+    static func isHypercallPageExit(_ vcpu: VCPU, rip: UInt64) -> Bool {
         let page = vcpu.domain.hypercallPage.load(ordering: .relaxed)
-        guard page != 0, context.rip >= page, context.rip - page < 4096 else { return false }
-        return HypercallPage.isExit(offsetInPage: context.rip - page)
+        guard page != 0, rip >= page, rip - page < 4096 else { return false }
+        return HypercallPage.isExit(offsetInPage: rip - page)
     }
 
     /// A `syscall` instruction: a hypercall from guest kernel mode, a system call bounced

@@ -1,15 +1,17 @@
 /// The hypercall page (public/xen.h, XEN_ELFNOTE_HYPERCALL_PAGE): 128 stubs of 32
-/// bytes, one per hypercall, that guests `call`. Domus's stubs leave the guest with an
-/// `out` from ring 3, which faults (#GP) on every host whose guest IOPL is 0 — the
-/// hypervisor recognises the fault at a stub — and exits to user space directly on
-/// hosts where ring-3 port I/O is allowed; either way rcx and r11 are preserved.
+/// bytes, one per hypercall, that guests `call`. Domus's stubs leave the guest with
+/// `int $0x82` (the vector 32-bit PV guests use on Xen) through a DPL-3 gate whose
+/// ring-0 stub exits to the host; on hosts where a ring-3 `int $n` raises #UD instead
+/// (PVM), the hypervisor recognises the #UD at a stub. Either way rcx and r11 are
+/// preserved, and no `syscall` is needed. (A faulting `out` would also work, but
+/// the #GP handler's port-I/O fast path would tax every hypercall.)
 public enum HypercallPage {
-    /// The I/O port the stubs name.
-    public static let port: UInt8 = 0x58
-    /// Offset of the `out` in an ordinary stub.
+    /// The interrupt vector of the stubs.
+    public static let vector: UInt8 = 0x82
+    /// Offset of the `int` in an ordinary stub.
     public static let exitOffset = 5
-    /// Bytes of the `out %al, $port` instruction.
-    public static let exitInstruction: [UInt8] = [0xe6, port]
+    /// Bytes of the `int $0x82` instruction.
+    public static let exitInstruction: [UInt8] = [0xcd, vector]
 
     /// The page's 4096 bytes (hypercall_page_initialise_ring3_kernel's layout).
     public static func contents() -> [UInt8] {
@@ -28,7 +30,7 @@ public enum HypercallPage {
         return page
     }
 
-    /// Whether `rip` (relative to the page) is the exit instruction of a stub.
+    /// Whether `offset` (relative to the page) is the exit instruction of a stub.
     public static func isExit(offsetInPage offset: UInt64) -> Bool {
         guard offset < 4096 else { return false }
         let inStub = offset % 32

@@ -1,0 +1,259 @@
+// vcpu_op and set_timer_op (VCPUOp.swift).
+
+import GuestMemory
+import Testing
+import XenABI
+
+@testable import Hypervisor
+
+@Suite("vcpu_op")
+struct VCPUOpTests {
+    @Test("VCPUOP_is_up: 1 for the running vCPU 0, 0 for the offline vCPU 1, -ENOENT beyond")
+    func isUp() throws {
+        let test = try TestDomain(vcpus: 2)
+        test.call(.vcpuOp, VCPUOp.isUp, 0, 0)
+        #expect(test.result == 1)
+        test.call(.vcpuOp, VCPUOp.isUp, 1, 0)
+        #expect(test.result == 0)
+        for target: UInt64 in [2, 31, 8191, 0xffff_ffff, UInt64.max] {
+            test.call(.vcpuOp, VCPUOp.isUp, target, 0)
+            #expect(test.result == TestDomain.error(.ENOENT), "vCPU \(target)")
+        }
+    }
+
+    @Test("Every vcpu_op command on a vCPU that does not exist is -ENOENT", arguments: [
+        VCPUOp.registerRunstateMemoryArea, VCPUOp.registerVCPUInfo, VCPUOp.setSingleshotTimer, VCPUOp.setPeriodicTimer,
+        VCPUOp.stopPeriodicTimer, VCPUOp.initialise,
+    ])
+    func unknownVCPU(command: UInt64) throws {
+        let test = try TestDomain(vcpus: 1)
+        test.call(.vcpuOp, command, 1, TestDomain.buffer)
+        #expect(test.result == TestDomain.error(.ENOENT))
+    }
+
+    @Test("VCPUOP_register_runstate_memory_area records the area and fills it at once")
+    func runstateArea() throws {
+        let test = try TestDomain()
+        let area = TestDomain.buffer + 0x100
+        try test.write([UInt8](repeating: 0xee, count: RunstateLayout.size), at: area)
+        test.clock.advance(nanoseconds: 3_000_000)
+        test.vcpu.blockedTime = 1_000_000
+        try test.write(area, at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.registerRunstateMemoryArea, 0, TestDomain.buffer)
+        #expect(test.result == 0)
+        #expect(test.vcpu.runstateArea == GuestVirtualAddress(area))
+        let bytes = try test.read(area, count: RunstateLayout.size)
+        #expect(le(Int32.self, bytes, at: RunstateLayout.state) == RunstateLayout.running)
+        #expect(le(UInt64.self, bytes, at: RunstateLayout.stateEntryTime) == 3_000_000)
+        #expect(le(UInt64.self, bytes, at: RunstateLayout.time) == 2_000_000, "running")
+        #expect(le(UInt64.self, bytes, at: RunstateLayout.time + 8) == 0, "runnable")
+        #expect(le(UInt64.self, bytes, at: RunstateLayout.time + 16) == 1_000_000, "blocked")
+        #expect(le(UInt64.self, bytes, at: RunstateLayout.time + 24) == 0, "offline")
+    }
+
+    @Test("A null area unregisters; an unmapped area is accepted and never written")
+    func runstateAreaNullAndUnmapped() throws {
+        let test = try TestDomain()
+        try test.write(TestDomain.unmapped, at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.registerRunstateMemoryArea, 0, TestDomain.buffer)
+        #expect(test.result == 0)
+        #expect(test.vcpu.runstateArea == GuestVirtualAddress(TestDomain.unmapped))
+        try test.write(UInt64(0), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.registerRunstateMemoryArea, 0, TestDomain.buffer)
+        #expect(test.result == 0)
+        #expect(test.vcpu.runstateArea == nil)
+    }
+
+    @Test("An unreadable runstate registration is -EFAULT")
+    func runstateAreaBadPointer() throws {
+        let test = try TestDomain()
+        test.call(.vcpuOp, VCPUOp.registerRunstateMemoryArea, 0, TestDomain.unmapped - 4)
+        #expect(test.result == TestDomain.error(.EFAULT))
+        #expect(test.vcpu.runstateArea == nil)
+    }
+
+    @Test("VCPUOP_get_runstate_info copies the runstate out; a bad buffer is -EFAULT")
+    func getRunstateInfo() throws {
+        let test = try TestDomain()
+        test.clock.advance(nanoseconds: 500)
+        test.call(.vcpuOp, VCPUOp.getRunstateInfo, 1, TestDomain.buffer)
+        #expect(test.result == 0)
+        let bytes = try test.read(TestDomain.buffer, count: RunstateLayout.size)
+        #expect(le(UInt64.self, bytes, at: RunstateLayout.stateEntryTime) == 500)
+        test.call(.vcpuOp, VCPUOp.getRunstateInfo, 0, TestDomain.unmapped - 8)
+        #expect(test.result == TestDomain.error(.EFAULT))
+    }
+
+    func registerVCPUInfo(_ test: TestDomain, mfn: UInt64, offset: UInt32, vcpu: UInt64 = 0) throws {
+        try test.write(RegisterVCPUInfo(mfn: mfn, offset: offset).encode(), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.registerVCPUInfo, vcpu, TestDomain.buffer)
+    }
+
+    @Test("VCPUOP_register_vcpu_info moves vcpu_info into a guest page, contents and pending state included")
+    func registerVCPUInfoMoves() throws {
+        let test = try TestDomain()
+        let legacy = test.vcpu.vcpuInfoAddress
+        #expect(legacy == test.sharedInfoField(0))
+        // An event pending in the legacy slot: upcall flag, selector bits, and a time record.
+        try test.memory.write(UInt8(1), at: test.sharedInfoField(VCPUInfoLayout.upcallPending))
+        try test.memory.write(UInt8(0), at: test.sharedInfoField(VCPUInfoLayout.upcallMask))
+        try test.memory.write(UInt64(0b101), at: test.sharedInfoField(VCPUInfoLayout.pendingSel))
+        try test.memory.write(UInt64(0x1234_5678), at: test.sharedInfoField(VCPUInfoLayout.time + 0x10))
+        let old = try test.memory.readBytes(at: legacy, count: VCPUInfoLayout.size)
+
+        try registerVCPUInfo(test, mfn: 100, offset: 0x40)
+        #expect(test.result == 0)
+        let moved = GuestPhysicalAddress(100 * 4096 + 0x40)
+        #expect(test.vcpu.vcpuInfoAddress == moved)
+        #expect(test.vcpu.vcpuInfoRegistered)
+        #expect(try test.memory.readBytes(at: moved, count: VCPUInfoLayout.size) == old)
+        #expect(test.vcpu.upcallPending() && !test.vcpu.upcallMask())
+        // The page holds a writable reference for vcpu_info besides its read-write mapping.
+        #expect(test.pageInfo(100).type == .writable && test.pageInfo(100).typeCount == 2)
+
+        // Events now land in the new copy; the legacy slot stays as it was.
+        test.domain.setPending(port: 64, vcpu: 0)
+        #expect(try test.physical(GuestPhysicalAddress(moved.rawValue + UInt64(VCPUInfoLayout.pendingSel))) == 0b111)
+        #expect(try test.memory.read(UInt64.self, at: test.sharedInfoField(VCPUInfoLayout.pendingSel)) == 0b101)
+    }
+
+    @Test("A vcpu_info registered with nothing pending stays quiet")
+    func registerVCPUInfoQuiet() throws {
+        let test = try TestDomain()
+        try registerVCPUInfo(test, mfn: 101, offset: 0xfc0)
+        #expect(test.result == 0)
+        #expect(!test.vcpu.upcallPending())
+        #expect(test.vcpu.upcallMask(), "the mask was copied from the legacy slot")
+        #expect(test.waker.wakes == 0)
+    }
+
+    @Test("register_vcpu_info refuses a second registration, bad offsets, non-RAM and page-table frames")
+    func registerVCPUInfoInvalid() throws {
+        let test = try TestDomain()
+        let cases: [(mfn: UInt64, offset: UInt32)] = [
+            (100, 4096 - 64 + 8),               // runs past the page
+            (100, 4),                            // misaligned
+            (100, 0xffff_ffff),
+            (TestDomain.ramFrames, 0),           // shared_info: not RAM
+            (1 << 40, 0),
+            (TestDomain.l1Frame.rawValue, 0),    // a page table cannot be writable
+        ]
+        for (mfn, offset) in cases {
+            try registerVCPUInfo(test, mfn: mfn, offset: offset)
+            #expect(test.result == TestDomain.error(.EINVAL), "mfn \(mfn) offset \(offset)")
+        }
+        #expect(test.vcpu.vcpuInfoAddress == test.sharedInfoField(0))
+        #expect(test.pageInfo(TestDomain.l1Frame).type == .l1)
+        try registerVCPUInfo(test, mfn: 100, offset: 0)
+        #expect(test.result == 0)
+        try registerVCPUInfo(test, mfn: 102, offset: 0)
+        #expect(test.result == TestDomain.error(.EINVAL), "only once")
+        #expect(test.vcpu.vcpuInfoAddress == GuestPhysicalAddress(100 * 4096))
+        test.call(.vcpuOp, VCPUOp.registerVCPUInfo, 0, TestDomain.unmapped)
+        #expect(test.result == TestDomain.error(.EFAULT))
+    }
+
+    @Test("VCPUOP_set_singleshot_timer sets an absolute deadline, even a past one")
+    func singleshot() throws {
+        let test = try TestDomain()
+        test.clock.advance(nanoseconds: 10_000_000)
+        try test.write(SingleshotTimer(timeoutAbsNs: 25_000_000, flags: 0).encode(), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.setSingleshotTimer, 0, TestDomain.buffer)
+        #expect(test.result == 0)
+        #expect(test.vcpu.timer.withLock { $0.deadline } == 25_000_000)
+        try test.write(SingleshotTimer(timeoutAbsNs: 1, flags: 0).encode(), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.setSingleshotTimer, 0, TestDomain.buffer)
+        #expect(test.result == 0)
+        #expect(test.vcpu.timer.withLock { $0.deadline } == 1)
+        test.call(.vcpuOp, VCPUOp.stopSingleshotTimer, 0, 0)
+        #expect(test.result == 0)
+        #expect(test.vcpu.timer.withLock { $0.deadline } == nil)
+    }
+
+    @Test("VCPU_SSHOTTMR_future refuses a deadline already passed with -ETIME")
+    func singleshotFuture() throws {
+        let test = try TestDomain()
+        test.clock.advance(nanoseconds: 10_000_000)
+        try test.write(SingleshotTimer(timeoutAbsNs: 9_999_999, flags: VCPUOp.singleshotFuture).encode(), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.setSingleshotTimer, 0, TestDomain.buffer)
+        #expect(test.result == TestDomain.error(.ETIME))
+        #expect(test.vcpu.timer.withLock { $0.deadline } == nil)
+        try test.write(SingleshotTimer(timeoutAbsNs: 10_000_001, flags: VCPUOp.singleshotFuture).encode(), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.setSingleshotTimer, 0, TestDomain.buffer)
+        #expect(test.result == 0)
+        #expect(test.vcpu.timer.withLock { $0.deadline } == 10_000_001)
+        test.call(.vcpuOp, VCPUOp.setSingleshotTimer, 0, TestDomain.unmapped - 8)
+        #expect(test.result == TestDomain.error(.EFAULT))
+    }
+
+    @Test("VCPUOP_set_periodic_timer needs a period of at least 1 ms; the first expiry is one period away")
+    func periodic() throws {
+        let test = try TestDomain()
+        test.clock.advance(nanoseconds: 7_000)
+        try test.write(UInt64(999_999), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.setPeriodicTimer, 0, TestDomain.buffer)
+        #expect(test.result == TestDomain.error(.EINVAL))
+        #expect(test.vcpu.timer.withLock { $0.period } == nil)
+
+        try test.write(UInt64(1_000_000), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.setPeriodicTimer, 0, TestDomain.buffer)
+        #expect(test.result == 0)
+        #expect(test.vcpu.timer.withLock { $0.period } == 1_000_000)
+        #expect(test.vcpu.timer.withLock { $0.periodicNext } == 1_007_000)
+        #expect(test.waker.wakes == 1, "the runner re-arms its timer")
+
+        test.call(.vcpuOp, VCPUOp.stopPeriodicTimer, 0, 0)
+        #expect(test.result == 0)
+        #expect(test.vcpu.timer.withLock { $0.period == nil && $0.periodicNext == nil })
+        test.call(.vcpuOp, VCPUOp.setPeriodicTimer, 0, TestDomain.unmapped)
+        #expect(test.result == TestDomain.error(.EFAULT))
+    }
+
+    @Test("The next expiry is the earlier of the single-shot and periodic timers")
+    func nextExpiry() {
+        var timer = VCPU.TimerState()
+        #expect(timer.nextExpiry == nil)
+        timer.deadline = 50
+        #expect(timer.nextExpiry == 50)
+        timer.periodicNext = 40
+        #expect(timer.nextExpiry == 40)
+        timer.deadline = nil
+        #expect(timer.nextExpiry == 40)
+    }
+
+    @Test("set_timer_op sets an absolute deadline; 0 stops the timer")
+    func setTimerOp() throws {
+        let test = try TestDomain()
+        test.call(.setTimerOp, 123_456)
+        #expect(test.result == 0)
+        #expect(test.vcpu.timer.withLock { $0.deadline } == 123_456)
+        test.call(.setTimerOp, 0)
+        #expect(test.vcpu.timer.withLock { $0.deadline } == nil)
+    }
+
+    @Test("VCPUOP_down of the only vCPU crashes the domain: it can never run again")
+    func downLastVCPU() throws {
+        let test = try TestDomain()
+        let outcome = test.call(.vcpuOp, VCPUOp.down, 0, 0)
+        #expect(outcome == .stop)
+        #expect(test.isCrashed)
+        #expect(!test.vcpu.online)
+    }
+
+    @Test("VCPUOP_up of a vCPU never initialised is -EINVAL; of vCPU 0 it brings it back")
+    func up() throws {
+        let test = try TestDomain()
+        test.call(.vcpuOp, VCPUOp.up, 0, 0)
+        #expect(test.result == 0)
+        #expect(test.vcpu.online)
+    }
+
+    @Test("Unimplemented vcpu_op commands are -ENOSYS", arguments: [
+        VCPUOp.initialise, VCPUOp.sendNMI, VCPUOp.getPhysid, VCPUOp.registerVCPUTimePhysArea, 99,
+    ])
+    func unknown(command: UInt64) throws {
+        let test = try TestDomain()
+        test.call(.vcpuOp, command, 0, TestDomain.buffer)
+        #expect(test.result == TestDomain.error(.ENOSYS))
+    }
+}
