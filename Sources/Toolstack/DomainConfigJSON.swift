@@ -71,3 +71,82 @@ public struct DomainConfigJSON: Codable, Sendable, Equatable {
         action.rawValue.replacingOccurrences(of: "-", with: "_")
     }
 }
+
+/// A JSON value whose objects keep their key order, printed as yajl's beautifier
+/// prints (four-space indent, `"key": value`), so `domus list -l` reads like `xl list -l`.
+public indirect enum OrderedJSON: Sendable, Equatable {
+    case string(String)
+    case integer(Int64)
+    case bool(Bool)
+    case null
+    case array([OrderedJSON])
+    case object([(String, OrderedJSON)])
+
+    public static func == (lhs: OrderedJSON, rhs: OrderedJSON) -> Bool { lhs.text() == rhs.text() }
+
+    /// The printed value, nested `level` deep.
+    public func text(level: Int = 0) -> String {
+        let indent = String(repeating: "    ", count: level + 1)
+        let closing = String(repeating: "    ", count: level)
+        switch self {
+        case let .string(value): return Self.quote(value)
+        case let .integer(value): return "\(value)"
+        case let .bool(value): return value ? "true" : "false"
+        case .null: return "null"
+        case let .array(values):
+            if values.isEmpty { return "[\n\(closing)]" }
+            return "[\n" + values.map { indent + $0.text(level: level + 1) }.joined(separator: ",\n") + "\n\(closing)]"
+        case let .object(pairs):
+            if pairs.isEmpty { return "{\n\(closing)}" }
+            return "{\n" + pairs.map { indent + Self.quote($0.0) + ": " + $0.1.text(level: level + 1) }.joined(separator: ",\n")
+                + "\n\(closing)}"
+        }
+    }
+
+    static func quote(_ value: String) -> String {
+        var quoted = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": quoted += "\\\""
+            case "\\": quoted += "\\\\"
+            case "\n": quoted += "\\n"
+            case "\r": quoted += "\\r"
+            case "\t": quoted += "\\t"
+            default:
+                if scalar.value < 0x20 {
+                    quoted += String(format: "\\u%04x", scalar.value)
+                } else {
+                    quoted.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return quoted + "\""
+    }
+}
+
+extension DomainConfigJSON {
+    /// The configuration with libxl's key order (libxl_types.idl).
+    public var ordered: OrderedJSON {
+        var createInfo: [(String, OrderedJSON)] = [("type", .string(self.createInfo.type)), ("name", .string(self.createInfo.name))]
+        if let uuid = self.createInfo.uuid { createInfo.append(("uuid", .string(uuid))) }
+        var buildInfo: [(String, OrderedJSON)] = [
+            ("max_vcpus", .integer(Int64(self.buildInfo.maxVCPUs))),
+            ("avail_vcpus", .array(self.buildInfo.availVCPUs.map { .integer(Int64($0)) })),
+            ("max_memkb", .integer(Int64(clamping: self.buildInfo.maxMemoryKB))),
+            ("target_memkb", .integer(Int64(clamping: self.buildInfo.targetMemoryKB))),
+        ]
+        if let pv = self.buildInfo.pv {
+            var fields: [(String, OrderedJSON)] = []
+            if let kernel = pv.kernel { fields.append(("kernel", .string(kernel))) }
+            if let cmdline = pv.cmdline { fields.append(("cmdline", .string(cmdline))) }
+            if let ramdisk = pv.ramdisk { fields.append(("ramdisk", .string(ramdisk))) }
+            buildInfo.append(("type.pv", .object(fields)))
+        }
+        var pairs: [(String, OrderedJSON)] = [("c_info", .object(createInfo)), ("b_info", .object(buildInfo))]
+        for (key, value) in [("on_poweroff", onPoweroff), ("on_reboot", onReboot), ("on_watchdog", onWatchdog),
+                             ("on_crash", onCrash), ("on_soft_reset", onSoftReset)] {
+            if let value { pairs.append((key, .string(value))) }
+        }
+        return .object(pairs)
+    }
+}

@@ -44,19 +44,10 @@ public enum XLFormat {
     /// `xl list -l`: a JSON array of `{"domid": N, "config": {...}}`, indented by four
     /// spaces as yajl's beautifier does.
     public static func listLong(_ domains: [DomainStatus]) -> String {
-        struct Entry: Encodable {
-            let domid: UInt16
-            let config: DomainConfigJSON?
+        let entries = domains.map { domain -> OrderedJSON in
+            .object([("domid", .integer(Int64(domain.domid))), ("config", domain.config?.ordered ?? .null)])
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .withoutEscapingSlashes]
-        guard let data = try? encoder.encode(domains.map { Entry(domid: $0.domid, config: $0.config) }) else { return "[]\n" }
-        let text = String(decoding: data, as: UTF8.self)
-        let lines = text.split(separator: Character("\n"), omittingEmptySubsequences: false).map { (line: Substring) -> String in
-            let indent = line.prefix(while: { $0 == " " }).count
-            return String(repeating: " ", count: indent * 2) + line.dropFirst(indent)
-        }
-        return lines.joined(separator: "\n") + "\n"
+        return OrderedJSON.array(entries).text() + "\n"
     }
 
     // MARK: vcpu-list

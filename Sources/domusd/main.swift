@@ -19,8 +19,8 @@ struct Domusd: ParsableCommand {
 
     @Option(help: ArgumentHelp("The control socket.", valueName: "path"))
     var socket = ControlServer.defaultSocketPath
-    @Option(help: ArgumentHelp("A group whose members may use the socket besides root (name or gid).", valueName: "name"))
-    var group: String?
+    @Option(help: ArgumentHelp("The group that owns the socket; its members may use the daemon (name or gid).", valueName: "name"))
+    var group = "root"
     @Option(help: ArgumentHelp("error, warning, info or debug.", valueName: "level"))
     var logLevel = "info"
     @Option(help: "Restarts (on_reboot/on_crash = restart) allowed per domain name within a minute before it is destroyed instead.")
@@ -37,13 +37,9 @@ struct Domusd: ParsableCommand {
         let level = StructuredLog.Level(name: logLevel) ?? .info
         let events = StructuredLog.standardError(level: level)
         signal(SIGPIPE, SIG_IGN)
-        var groupID: UInt32?
-        if let group {
-            guard let id = HostAccounts.groupID(named: group) else {
-                events.error("no such group", ["group": group])
-                throw ExitCode(1)
-            }
-            groupID = id
+        guard let groupID = HostAccounts.groupID(named: group) else {
+            events.error("no such group", ["group": group])
+            throw ExitCode(1)
         }
         var options = DomainManager.Options()
         options.restartLimit = restartLimit
