@@ -27,6 +27,17 @@ final class ByteQueue: @unchecked Sendable {
         condition.signal()
     }
 
+    /// Puts `bytes` before everything queued, even after `close` (the history that
+    /// precedes the live output a subscriber may already have queued).
+    func pushFirst(_ bytes: [UInt8]) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !bytes.isEmpty else { return }
+        chunks.insert(bytes, at: 0)
+        count += bytes.count
+        condition.signal()
+    }
+
     func close() {
         condition.lock()
         closed = true
@@ -82,7 +93,7 @@ struct ConsoleRelay {
             return
         }
         events.info("console attached", ["domid": domid])
-        queue.push(attachment.history)
+        queue.pushFirst(attachment.history)
         let writerDone = DispatchSemaphore(value: 0)
         let writer = Thread { [client, configuration] in
             defer { writerDone.signal() }

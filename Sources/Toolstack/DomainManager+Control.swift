@@ -108,15 +108,26 @@ extension DomainManager {
         public func detach() { log.unsubscribe(subscription) }
     }
 
-    /// Attaches to a running domain's console: `history` bytes of earlier output (all
-    /// that is kept if nil), then every new byte through `output` (called on the
-    /// guest's threads: it must not block). `.closed` comes when the domain ends.
+    /// Attaches to a domain's console: `history` bytes of earlier output (all that is
+    /// kept if nil), then every new byte through `output` (called on the guest's
+    /// threads: it must not block). `.closed` comes when the domain ends, at once for a
+    /// domain kept after it ended (on_* = preserve).
     public func attachConsole(_ reference: String, history: Int?,
                               output: @escaping @Sendable (ConsoleLog.Event) -> Void) throws(ControlError) -> ConsoleAttachment {
-        let (record, _) = try activeDomain(reference, for: "attach to the console of")
-        guard let backend = record.prepared?.console,
-              let (id, kept) = record.console.subscribe(history: history, output) else {
-            throw ControlError(.conflict, "domain \(record.id) has no console any more")
+        let record = try withDomain(reference) { record throws(ControlError) in
+            guard record.phase == .active || record.phase == .preserved, record.prepared != nil else {
+                throw ControlError(.conflict, "domain \(record.id) (\(record.name)) has no console yet")
+            }
+            return record
+        }
+        guard let backend = record.prepared?.console else {
+            throw ControlError(.conflict, "domain \(record.id) has no console")
+        }
+        guard let (id, kept) = record.console.subscribe(history: history, output) else {
+            // A domain kept after it ended: what it printed, then the end of the stream.
+            output(.closed)
+            return ConsoleAttachment(domid: record.id, history: record.console.recent(history), subscription: 0,
+                                     log: record.console, backend: backend)
         }
         return ConsoleAttachment(domid: record.id, history: kept, subscription: id, log: record.console, backend: backend)
     }
