@@ -1,0 +1,53 @@
+import Foundation
+import KVM
+import Testing
+@testable import Toolstack
+
+/// Debian's stock kernel under the daemon: `domus shutdown` (control/shutdown in
+/// XenStore) powers it off cleanly. The kernel and initramfs come from
+/// scripts/guest-linux; set DOMUS_TEST_LINUX_KERNEL and DOMUS_TEST_LINUX_INITRD to its
+/// paths (scripts/test does).
+enum LinuxGuest {
+    static let kernel = ProcessInfo.processInfo.environment["DOMUS_TEST_LINUX_KERNEL"].flatMap { $0.isEmpty ? nil : $0 }
+    static let initrd = ProcessInfo.processInfo.environment["DOMUS_TEST_LINUX_INITRD"].flatMap { $0.isEmpty ? nil : $0 }
+    static var isConfigured: Bool { kernel != nil && initrd != nil }
+}
+
+@Suite("A Linux domU under the daemon", .serialized,
+       .enabled(if: KVMSystem.isAvailable, "needs /dev/kvm"),
+       .enabled(if: LinuxGuest.isConfigured,
+                "set DOMUS_TEST_LINUX_KERNEL and DOMUS_TEST_LINUX_INITRD (the paths scripts/guest-linux prints)"))
+struct LinuxDaemonTests {
+    @Test("domus shutdown powers Linux off cleanly through xenbus", .timeLimit(.minutes(3)))
+    func shutdownPowersOff() throws {
+        let kernel = try #require(LinuxGuest.kernel)
+        let initrd = try #require(LinuxGuest.initrd)
+        let (manager, events) = try DaemonFixtures.manager()
+        defer { manager.closeAll() }
+        let config = """
+            name = "linux"
+            kernel = "\(kernel)"
+            ramdisk = "\(initrd)"
+            memory = 512
+            extra = "console=hvc0 domus.shell=1"
+            """
+        _ = try manager.create(configText: config, sourceName: "linux.cfg")
+        let output = DaemonFixtures.Lines()
+        let attachment = try manager.attachConsole("linux", history: nil) { event in
+            if case let .output(bytes) = event { output.append(String(decoding: bytes, as: UTF8.self)) }
+        }
+        output.append(String(decoding: attachment.history, as: UTF8.self))
+        let booted = DaemonFixtures.eventually(120) { output.all.joined().contains("built-in shell") }
+        #expect(booted, "the shell did not start:\n\(output.all.joined().suffix(3000))")
+        guard booted else { return }
+        // xenbus acks by clearing the request; the guest's init powers off.
+        let ending = try manager.requestShutdown("linux", reboot: false, wait: true, timeout: 60)
+        #expect(ending == .gone)
+        let console = output.all.joined()
+        #expect(console.contains("domus-guest: power off (requested)"), "\(console.suffix(2000))")
+        // Xen PV Linux halts (machine_halt) through SCHEDOP_shutdown(poweroff).
+        #expect(console.contains("reboot: System halted") || console.contains("reboot: Power down"), "\(console.suffix(2000))")
+        #expect(events.all.contains { $0.contains("msg=\"domain shut down\"") && $0.contains("reason=poweroff") })
+        #expect(manager.count == 0)
+    }
+}
