@@ -10,6 +10,11 @@ import Toolstack
 /// the hypercall page on Domus; the peer is the bare KVM round trip of BareRoundTrip
 /// (the same ring-3 → #GP → ring-0 stub → host → iretq path with no hypervisor work).
 /// Each is run R times and the median is reported.
+///
+///     domus-bench create [--runs R] [--guest PATH]
+///
+/// Domain create-to-running time (CreateBench.swift): from the create request to the
+/// first vCPU entering the guest, in-process and through domusd's control socket.
 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
@@ -27,8 +32,11 @@ func fail(_ message: String) -> Never {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
-guard let command = arguments.first, command == "hypercall" else {
-    fail("usage: domus-bench hypercall [--calls N] [--runs R] [--guest PATH]")
+let usage = "usage: domus-bench hypercall [--calls N] [--runs R] [--guest PATH]\n       domus-bench create [--runs R] [--guest PATH]"
+guard let command = arguments.first, command == "hypercall" || command == "create" else { fail(usage) }
+if command == "create" {
+    CreateBench.main(arguments)
+    exit(0)
 }
 let calls = value(of: "--calls", in: arguments).map { Int($0) ?? -1 } ?? 10_000
 let runs = value(of: "--runs", in: arguments).map { Int($0) ?? -1 } ?? 5
