@@ -22,7 +22,7 @@ public enum ShutdownAction: String, Sendable, Hashable, CaseIterable {
 
     /// The actions the Domus toolstack carries out. The others are valid xl and are parsed,
     /// but `DomainConfiguration.unsupportedFeatures()` lists any event set to them.
-    public static let executedByDomus: Set<ShutdownAction> = [.destroy, .restart, .preserve]
+    public static let executedByDomus: Set<ShutdownAction> = [.destroy, .restart, .renameRestart, .preserve]
 
     public var isExecutedByDomus: Bool { Self.executedByDomus.contains(self) }
 }

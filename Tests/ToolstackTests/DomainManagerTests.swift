@@ -209,3 +209,21 @@ struct DomainManagerTests {
         #expect(manager.count == 0)
     }
 }
+
+@Suite("DomainManager: rename-restart", .serialized, .enabled(if: KVMSystem.isAvailable, "needs /dev/kvm"))
+struct RenameRestartTests {
+    @Test("on_reboot=rename-restart keeps the old domain under a new name and starts a new one")
+    func renameRestart() throws {
+        let (manager, _) = try DaemonFixtures.manager()
+        defer { manager.closeAll() }
+        let config = try DaemonFixtures.config(name: "rr", guest: "shutdown", extra: "extra = \"reason=reboot\"\non_reboot = \"rename-restart\"")
+        _ = try manager.create(configText: config, sourceName: "rr.cfg")
+        // Each reboot keeps one more renamed domain; at the restart limit (5) the sixth
+        // domain is destroyed instead of restarted.
+        #expect(DaemonFixtures.eventually(30) { manager.count == 5 && (try? manager.domainID("rr")) == nil })
+        manager.settle()
+        let domains = try manager.list().dropFirst()
+        #expect(domains.allSatisfy { $0.name.hasPrefix("rr-") && $0.shutdown && $0.shutdownReason == "reboot" })
+        #expect(Set(domains.map(\.name)).count == domains.count, "renamed domains have unique names")
+    }
+}

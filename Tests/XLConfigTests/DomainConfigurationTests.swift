@@ -296,11 +296,10 @@ func configurationError(_ text: String) -> XLConfigError? {
         #expect(config.onSoftReset == .destroy)
         #expect(
             config.unsupportedFeatures().map(\.description) == [
-                "on_reboot: the action \"rename-restart\" is not carried out by Domus yet",
                 "on_watchdog: the action \"coredump-restart\" is not carried out by Domus yet",
                 "on_crash: the action \"coredump-destroy\" is not carried out by Domus yet",
             ])
-        #expect(ShutdownAction.allCases.filter(\.isExecutedByDomus) == [.destroy, .restart, .preserve])
+        #expect(ShutdownAction.allCases.filter(\.isExecutedByDomus) == [.destroy, .restart, .renameRestart, .preserve])
         let softReset = try configuration(minimal("on_crash = 'soft-reset'"))
         #expect(softReset.unsupportedFeatures().map(\.key) == ["on_crash"])
     }
