@@ -272,7 +272,7 @@ public enum ControlCodec {
     /// so the encoding is one line.
     public static func encode<T: Encodable>(_ value: T) -> [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         guard let data = try? encoder.encode(value) else { return Array("{\"ok\":false,\"error\":\"encoding failed\"}\n".utf8) }
         return [UInt8](data) + [0x0a]
     }

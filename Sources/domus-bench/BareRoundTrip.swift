@@ -27,9 +27,11 @@ enum BareRoundTrip {
         }
     }
 
-    static func run(calls: Int) throws(Failure) -> Result {
+    /// Runs `calls` round trips in a VM of `ramBytes`; `beforeFirstRun` is called just
+    /// before the first KVM_RUN (the create-to-running peer times up to there).
+    static func run(calls: Int, ramBytes: UInt64 = 4 << 20, beforeFirstRun: () -> Void = {}) throws(Failure) -> Result {
         do {
-            return try measure(calls: calls)
+            return try measure(calls: calls, ramBytes: max(ramBytes, 4 << 20), beforeFirstRun: beforeFirstRun)
         } catch let error as KVMError {
             throw .kvm(error)
         } catch let error as GuestMemoryError {
@@ -41,8 +43,7 @@ enum BareRoundTrip {
         }
     }
 
-    private static func measure(calls: Int) throws -> Result {
-        let size: UInt64 = 4 << 20
+    private static func measure(calls: Int, ramBytes size: UInt64, beforeFirstRun: () -> Void) throws -> Result {
         let memory = try GuestMemory(ramBytes: size)
         // Page tables: 0x1000 L4, 0x2000 L3, 0x3000 L2 with two 2 MiB user pages.
         try memory.write(UInt64(0x2007), at: GuestPhysicalAddress(0x1000))
@@ -92,6 +93,7 @@ enum BareRoundTrip {
         try cpu.setRegisters(regs)
 
         let frameRIP = GuestPhysicalAddress(0x9000 - 40)
+        beforeFirstRun()
         while true {
             switch cpu.runOnce() {
             case .io(port: 13, _, _, _):

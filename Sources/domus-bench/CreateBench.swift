@@ -9,7 +9,8 @@ import Toolstack
 /// Two paths are measured: DomainManager.create in-process (parse, build, VM, start),
 /// and a `create` request through domusd's control socket from a client (adding the
 /// protocol and the socket). The guest is the idle PV test guest (32 MiB, 1 vCPU),
-/// destroyed after each run.
+/// destroyed after each run. The peer is a bare KVM program reaching its first KVM_RUN
+/// in a fresh 32 MiB VM.
 enum CreateBench {
     struct Sample {
         /// From the request to create() returning (the domain's vCPU thread started).
@@ -57,11 +58,25 @@ enum CreateBench {
         server.stop()
         manager.closeAll()
 
+        // The peer: the least a KVM program does to run code in a new VM of the same
+        // size: allocate its memory, write page tables, GDT, IDT and TSS, create the VM
+        // and a vCPU, set its registers, and reach KVM_RUN, all on one thread.
+        var bare: [Double] = []
+        for _ in 0..<runs {
+            let start = Date()
+            var entered: Double = 0
+            do {
+                _ = try BareRoundTrip.run(calls: 1, ramBytes: 32 << 20) { entered = Date().timeIntervalSince(start) }
+            } catch { fail("the bare KVM peer failed: \(error)") }
+            bare.append(entered)
+        }
+
         print("domain create-to-running, idle PV test guest (32 MiB, 1 vCPU), median of \(runs) runs")
         print(String(format: "  in-process  create() returned %8.2f ms   first guest entry %8.2f ms",
                      median(direct.map(\.created)) * 1000, median(direct.map(\.running)) * 1000))
         print(String(format: "  via domusd  response received  %8.2f ms   first guest entry %8.2f ms",
                      median(viaSocket.map(\.created)) * 1000, median(viaSocket.map(\.running)) * 1000))
+        print(String(format: "  bare KVM VM (32 MiB, no hypervisor) to its first KVM_RUN  %8.2f ms", median(bare) * 1000))
     }
 
     /// Runs `create`, finds vCPU 0's first entry, destroys the domain.
