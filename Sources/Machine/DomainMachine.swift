@@ -141,11 +141,15 @@ public final class DomainMachine: @unchecked Sendable {
         for runner in runners {
             finished.enter()
             let group = finished
+            let name = "d\(domain.id)v\(runner.vcpu.id)"
             let thread = Thread {
+                // The kernel's thread name (what top -H and /proc show; Foundation does
+                // not set it on Linux): the toolstack finds a vCPU's host CPU by it.
+                try? name.write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
                 runner.run()
                 group.leave()
             }
-            thread.name = "d\(domain.id)v\(runner.vcpu.id)"
+            thread.name = name
             thread.stackSize = 8 << 20
             threads.append(thread)
             thread.start()
