@@ -493,3 +493,26 @@ struct EventDeliveryTests {
         #expect(test.domain.isMasked(port: 4096))
     }
 }
+
+@Suite("event_channel_op: pollers")
+struct EventChannelPollerTests {
+    @Test("A vCPU blocked in SCHEDOP_poll is woken when a masked port becomes pending (evtchn_check_pollers)")
+    func wakePollerOnMaskedPort() throws {
+        let test = try TestDomain()
+        let events = EventChannelClient(test: test)
+        try events.setMask(9)
+        test.vcpu.blocked.store(true, ordering: .releasing)
+        test.domain.setPending(port: 9, vcpu: 0)
+        #expect(test.waker.wakes == 1)
+        #expect(try events.upcallPending() == 0)
+    }
+
+    @Test("... and when the port's selector bit is already set")
+    func wakePollerOnSetSelector() throws {
+        let test = try TestDomain()
+        test.domain.setPending(port: 5, vcpu: 0)
+        test.vcpu.blocked.store(true, ordering: .releasing)
+        test.domain.setPending(port: 6, vcpu: 0)
+        #expect(test.waker.wakes == 2)
+    }
+}

@@ -86,22 +86,28 @@ extension Domain {
             let old = try memory.atomicFetchOr(bit, at: bitmapWord(SharedInfoLayout.evtchnPending, port))
             if old & bit != 0 { return }
             let mask = try memory.atomicLoad64(at: bitmapWord(SharedInfoLayout.evtchnMask, port))
-            if mask & bit == 0 { markSelectorPending(port: port, vcpu: vcpus[index]) }
+            let raised = mask & bit == 0 && markSelectorPending(port: port, vcpu: vcpus[index])
             // evtchn_check_pollers: a vCPU in SCHEDOP_poll waits for the pending bit itself,
-            // whatever the mask and the selector say, so wake the blocked ones to look.
-            for vcpu in vcpus where vcpu.blocked.load(ordering: .acquiring) { vcpu.wake() }
+            // whatever the mask and the selector say, so wake the blocked ones to look
+            // (the upcall above already woke its own vCPU).
+            for (number, vcpu) in vcpus.enumerated() where vcpu.blocked.load(ordering: .acquiring) {
+                if !(raised && number == index) { vcpu.wake() }
+            }
         } catch {
             log.log(.warning, "d\(id): cannot reach shared_info to raise port \(port): \(error)")
         }
     }
 
     /// Sets the port's selector bit and the upcall flag, and kicks the vCPU if that is new.
-    private func markSelectorPending(port: UInt32, vcpu: VCPU) {
+    /// Returns whether it raised the upcall (which wakes the vCPU if it is blocked).
+    @discardableResult
+    private func markSelectorPending(port: UInt32, vcpu: VCPU) -> Bool {
         let selectorBit: UInt64 = 1 << UInt64(port / 64)
         let selector = vcpu.vcpuInfoField(VCPUInfoLayout.pendingSel)
-        guard let oldSelector = try? memory.atomicFetchOr(selectorBit, at: selector) else { return }
-        if oldSelector & selectorBit != 0 { return }
+        guard let oldSelector = try? memory.atomicFetchOr(selectorBit, at: selector) else { return false }
+        if oldSelector & selectorBit != 0 { return false }
         markUpcallPending(vcpu)
+        return true
     }
 
     /// vcpu_mark_events_pending.
