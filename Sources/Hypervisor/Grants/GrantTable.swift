@@ -55,11 +55,12 @@ extension Domain {
             let flags = UInt16(truncatingIfNeeded: raw)
             let domid = UInt16(truncatingIfNeeded: raw >> 16)
             let frame = FrameNumber(raw >> 32)
+            // Xen's _set_status_v1 fails both with GNTST_general_error.
             guard flags & GrantFlags.typeMask == GrantFlags.permitAccess, domid == grantee else {
-                throw GrantError(.badGrantReference, "d\(id): grant \(reference) does not permit access by d\(grantee)")
+                throw GrantError(.generalError, "d\(id): grant \(reference) does not permit access by d\(grantee)")
             }
             guard readOnly || flags & GrantFlags.readonly == 0 else {
-                throw GrantError(.permissionDenied, "d\(id): grant \(reference) is read-only")
+                throw GrantError(.generalError, "d\(id): grant \(reference) is read-only")
             }
             guard layout.isRAM(frame) else { throw GrantError(.badPage, "d\(id): grant \(reference) names \(frame), not its own") }
             let wanted = flags | GrantFlags.reading | (readOnly ? 0 : GrantFlags.writing)
@@ -82,7 +83,8 @@ extension Domain {
             }
             guard typed else {
                 _ = try? memory.atomicFetchAnd(~UInt64(wanted & ~flags), at: entry)
-                throw GrantError(.permissionDenied, "d\(id): grant \(reference) names a frame in use as a page table or descriptor page")
+                // As gnttab_copy_claim_buf when get_page_type(PGT_writable_page) fails.
+                throw GrantError(.generalError, "d\(id): grant \(reference) names a frame in use as a page table or descriptor page")
             }
             return GrantMapping(granter: id, reference: reference, frame: frame, readOnly: readOnly)
         }
