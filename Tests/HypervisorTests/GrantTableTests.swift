@@ -1,6 +1,7 @@
 // grant_table_op (Hypercalls/GrantTableOp.swift) and the host-side grant holds
 // (Grants/GrantTable.swift), version 1 (public/grant_table.h).
 
+import Foundation
 import GuestMemory
 import Synchronization
 import Testing
@@ -589,5 +590,53 @@ struct GrantCopyTests {
         }
         #expect(granter.domain.state.withLock { $0.grants.active.isEmpty })
         try granter.checkPageBookkeeping()
+    }
+}
+
+@Suite("Grant holds from several threads")
+struct GrantConcurrencyTests {
+    /// Two threads take and drop holds on one grant as fast as they can; each checks, while
+    /// it holds, that the bits it relies on are set. Before holds and bits changed under one
+    /// lock, a release could clear GTF_reading between another hold's compare-exchange and
+    /// its count; this caught that in most runs.
+    @Test("While a hold is taken, its GTF_reading/GTF_writing stay set", arguments: [false, true])
+    func holdersRace(withWriter: Bool) throws {
+        let test = try TestDomain()
+        let client = GrantClient(test: test)
+        try #require(try client.setupTable(frames: 1).status == 0)
+        try client.grant(1, frame: 300, to: 0)
+        let domain = test.domain
+        let address = client.entryAddress(1)
+        let memory = test.memory
+        let violations = Atomic<Int>(0)
+        let failures = Atomic<Int>(0)
+        let started = Atomic<Int>(0)
+        let finished = DispatchGroup()
+        for thread in 0..<2 {
+            finished.enter()
+            // Threads of their own, so that each can wait for the other to start.
+            Thread {
+                defer { finished.leave() }
+                let readOnly = !(withWriter && thread == 1)
+                let needed = GrantFlags.reading | (readOnly ? 0 : GrantFlags.writing)
+                started.add(1, ordering: .acquiringAndReleasing)
+                while started.load(ordering: .acquiring) < 2 { sched_yield() }
+                for _ in 0..<50_000 {
+                    guard let mapping = try? domain.acquireGrant(1, for: 0, readOnly: readOnly) else {
+                        failures.add(1, ordering: .relaxed)
+                        continue
+                    }
+                    let flags = (try? memory.atomicLoad64(at: address)).map { UInt16(truncatingIfNeeded: $0) } ?? 0
+                    if flags & needed != needed { violations.add(1, ordering: .relaxed) }
+                    domain.releaseGrant(mapping)
+                }
+            }.start()
+        }
+        finished.wait()
+        #expect(failures.load(ordering: .relaxed) == 0)
+        #expect(violations.load(ordering: .relaxed) == 0)
+        #expect(try client.flags(1) == GrantFlags.permitAccess)
+        #expect(test.pageInfo(300).typeCount == 0)
+        #expect(domain.state.withLock { $0.grants.active.isEmpty })
     }
 }
