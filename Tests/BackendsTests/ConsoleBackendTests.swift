@@ -2,8 +2,10 @@
 // public/io/console.h, out[2048] drained to the output, in[1024] fed by `send`.
 
 import Backends
+import Foundation
 import GuestMemory
 import Hypervisor
+import Synchronization
 import Testing
 import XenABI
 
@@ -261,5 +263,57 @@ struct ConsoleInputTests {
         console.backend.drain()
         #expect(console.output.all.isEmpty)
         #expect(try console.outputConsumer == 0)
+    }
+}
+
+@Suite("Console backend: drains on several vCPU threads")
+struct ConsoleConcurrencyTests {
+    /// Two vCPUs notify one after the other. The output must get the bytes one drain at
+    /// a time, in ring order: a second drain must not reach the output while the first
+    /// is still handing its bytes out (else it can overtake it). The first output call
+    /// starts the second drain on another thread and gives it plenty of time to get in
+    /// (a bounded spin, no sleep); with drains serialised it cannot, and the spin runs out.
+    @Test("A second drain waits until the first has handed its bytes out")
+    func drainsAreSerialised() throws {
+        let test = try BackendDomain()
+        let memory = test.memory
+        let ring = BackendDomain.address(BackendDomain.consoleRingPFN)
+        let chunks = Collector<[UInt8]>()
+        let inOutput = Atomic<Int>(0)
+        let overlapped = Atomic<Bool>(false)
+        let backendBox = Mutex<ConsoleBackend?>(nil)
+        let second = DispatchGroup()
+        let backend = try ConsoleBackend(domain: test.domain, ring: ring) { bytes in
+            if inOutput.add(1, ordering: .acquiringAndReleasing).newValue > 1 { overlapped.store(true, ordering: .relaxed) }
+            defer { inOutput.subtract(1, ordering: .acquiringAndReleasing) }
+            chunks.append(bytes)
+            guard bytes == Array("first".utf8), let backend = backendBox.withLock({ $0 }) else { return }
+            // The guest, on another vCPU, writes more and notifies.
+            for (index, byte) in "second".utf8.enumerated() {
+                try? memory.write(byte, at: GuestPhysicalAddress(ring.rawValue + UInt64(ConsoleRingLayout.output + 5 + index)))
+            }
+            try? memory.atomicStore32(11, at: GuestPhysicalAddress(ring.rawValue + UInt64(ConsoleRingLayout.outProd)))
+            let started = Atomic<Bool>(false)
+            second.enter()
+            Thread {
+                started.store(true, ordering: .releasing)
+                backend.drain()
+                second.leave()
+            }.start()
+            while !started.load(ordering: .acquiring) { sched_yield() }
+            var spins = 0
+            while chunks.all.count < 2 && spins < 20_000 { sched_yield(); spins += 1 }
+        }
+        backendBox.withLock { $0 = backend }
+        for (index, byte) in "first".utf8.enumerated() {
+            try memory.write(byte, at: GuestPhysicalAddress(ring.rawValue + UInt64(ConsoleRingLayout.output + index)))
+        }
+        try memory.write(UInt32(5), at: GuestPhysicalAddress(ring.rawValue + UInt64(ConsoleRingLayout.outProd)))
+        backend.drain()
+        second.wait()
+        let overlap = overlapped.load(ordering: .relaxed)
+        #expect(!overlap, "two drains were in the output at once")
+        #expect(chunks.all == [Array("first".utf8), Array("second".utf8)])
+        #expect(try memory.read(UInt32.self, at: GuestPhysicalAddress(ring.rawValue + UInt64(ConsoleRingLayout.outCons))) == 11)
     }
 }
