@@ -102,8 +102,6 @@ extension GrantClient {
     }
 }
 
-private func status(_ value: GrantStatus) -> Int16 { value.rawValue }
-
 /// Bytes of RAM frame `pfn` of `test` at `offset`.
 private func ram(_ test: TestDomain, _ pfn: UInt64, offset: Int = 0, count: Int) throws -> [UInt8] {
     try test.memory.readBytes(at: GuestPhysicalAddress(pfn << 12 + UInt64(offset)), count: count)
