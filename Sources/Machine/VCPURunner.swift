@@ -229,6 +229,7 @@ final class VCPURunner: @unchecked Sendable {
         checkTimers()
         if vcpu.remoteFlush.exchange(false, ordering: .acquiringAndReleasing) { vcpu.pendingWork.flushAll = true }
         if vcpu.gdtChanged.exchange(false, ordering: .acquiringAndReleasing) { loadGDT() }
+        if vcpu.ldtChanged.exchange(false, ordering: .acquiringAndReleasing) { loadLDT() }
         let now = domain.clock.monotonicNanoseconds()
         if now &- lastTimeUpdate > 1_000_000_000 {
             TimeKeeper.update(vcpu)
@@ -281,6 +282,33 @@ final class VCPURunner: @unchecked Sendable {
             }
             try? domain.memory.write(descriptor, at: GuestPhysicalAddress(base + UInt64(index) * 8))
         }
+    }
+
+    /// Copies the guest's LDT (checked descriptors) into the hardware LDT and points
+    /// LDTR at it (or at nothing when the guest has no LDT).
+    private func loadLDT() {
+        let base = area.ldt(vcpu.id).rawValue
+        let entries = min(vcpu.ldtEntries, 8192)
+        for index in 0..<entries {
+            var descriptor: UInt64 = 0
+            if index / 512 < vcpu.ldtFrames.count, let frame = vcpu.ldtFrames[index / 512].address {
+                let raw: UInt64 = (try? domain.memory.read(at: GuestPhysicalAddress(frame.rawValue + UInt64(index % 512) * 8))) ?? 0
+                descriptor = DescriptorRules.isAllowed(raw) ? DescriptorRules.fixup(raw) : 0
+            }
+            try? domain.memory.write(descriptor, at: GuestPhysicalAddress(base + UInt64(index) * 8))
+        }
+        var sregs = cpu.specialRegisters
+        if entries == 0 {
+            sregs.ldt = Segment(selector: 0, unusable: true)
+        } else {
+            let (low, high) = DescriptorTablesBuilder.ldtDescriptor(base: area.ldtVirtual(vcpu.id), entries: entries)
+            let index = FlatSelector.firstReservedGDTEntry + 10
+            try? domain.memory.write(low, at: GuestPhysicalAddress(area.gdt(vcpu.id).rawValue + UInt64(index) * 8))
+            try? domain.memory.write(high, at: GuestPhysicalAddress(area.gdt(vcpu.id).rawValue + UInt64(index + 1) * 8))
+            sregs.ldt = Segment(base: area.ldtVirtual(vcpu.id), limit: UInt32(entries * 8 - 1),
+                                selector: DescriptorTablesBuilder.ldtSelector, type: 2, present: true)
+        }
+        cpu.specialRegisters = sregs
     }
 
     /// Blocks the vCPU (SCHEDOP_block, or SCHEDOP_poll when `ports` is given).

@@ -193,12 +193,7 @@ enum MMUOps {
         case MMUExtCommand.flushCacheGlobal:
             throw .EACCES
         case MMUExtCommand.setLDT:
-            guard op.arg2 == 0 else {
-                domain.log.log(.warning, "\(vcpu.name): a non-empty LDT (\(op.arg2) entries) is not supported yet: -ENOSYS")
-                throw .ENOSYS
-            }
-            vcpu.ldtBase = 0
-            vcpu.ldtEntries = 0
+            try DescriptorTables.setLDT(base: op.arg1, entries: op.arg2, call)
         case MMUExtCommand.clearPage:
             try writablePage(frame, call) { base throws(XenError) in
                 do { try domain.memory.zero(at: base, count: pageSize) } catch { throw .EFAULT }
