@@ -86,6 +86,12 @@ public struct HypervisorArea: Sendable {
     func operationBufferVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x12000 }
     func ldtVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x1a000 }
     var syscallStubVirtual: UInt64 { stubsVirtual + UInt64(StubCode.syscallStubOffset) }
+    /// Two bytes of the stubs page at `offset` (for recognising where a fault happened).
+    func stubsPageBytes(at offset: Int) -> [UInt8] {
+        let page = StubCode.page()
+        guard offset >= 0, offset + 2 <= page.count else { return [] }
+        return Array(page[offset..<(offset + 2)])
+    }
     var applyVirtual: UInt64 { stubsVirtual + UInt64(StubCode.applyOffset) }
     func vectorStubVirtual(_ vector: Int) -> UInt64 { stubsVirtual + UInt64(vector * StubCode.vectorStubStride) }
     /// Guest-physical address of the interrupt frame (rip, cs, rflags, rsp, ss) at the IST top.

@@ -66,6 +66,9 @@ struct GuestTests {
     @Test("LDT: MMUEXT_SET_LDT, a segment loaded from it, update_descriptor")
     func ldt() throws { Self.expectPass("ldt", try Self.boot("ldt")) }
 
+    @Test("failsafe callback when the CPU refuses the guest's iret frame")
+    func failsafe() throws { Self.expectPass("failsafe", try Self.boot("failsafe")) }
+
     @Test("multicall")
     func multicall() throws { Self.expectPass("multicall", try Self.boot("multicall")) }
 
