@@ -52,6 +52,7 @@ let package = Package(
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "XenABI", "GuestMemory"]),
         .testTarget(name: "XenStoreTests", dependencies: ["XenStore"]),
         .testTarget(name: "ToolstackTests", dependencies: ["Toolstack", "XenABI", "GuestMemory"]),
+        .testTarget(name: "BackendsTests", dependencies: ["Backends", "Hypervisor", "XenStore", "XenABI", "GuestMemory"]),
         .testTarget(name: "ImageLoaderTests", dependencies: ["ImageLoader", "CCompression"]),
         .testTarget(name: "XLConfigTests", dependencies: ["XLConfig"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "Toolstack", "KVM", "XenABI"]),

@@ -17,6 +17,10 @@ public final class ConsoleBackend: Sendable {
     private let portValue = Atomic<UInt32>(0)
     private let broken = Atomic<Bool>(false)
     private let lock = Mutex<Void>(())
+    /// Held by a drain from reading the ring until the output has the bytes, so that
+    /// drains on several vCPU threads hand their bytes out one at a time, in ring order.
+    /// Lock order: `draining`, then `lock`; `send` takes only `lock`.
+    private let draining = Mutex<Void>(())
 
     /// The event channel the guest signals (start_info.console.domU.evtchn).
     public var port: UInt32 { portValue.load(ordering: .acquiring) }
@@ -35,6 +39,10 @@ public final class ConsoleBackend: Sendable {
 
     /// Copies everything the guest produced to the output and frees the ring space.
     public func drain() {
+        draining.withLock { _ in drainInOrder() }
+    }
+
+    private func drainInOrder() {
         let bytes: [UInt8]? = lock.withLock { _ in
             guard !broken.load(ordering: .relaxed) else { return nil }
             let memory = domain.memory

@@ -85,6 +85,10 @@ public final class VCPU: @unchecked Sendable {
     public let remoteFlush = Atomic<Bool>(false)
     public var ldtBase: UInt64 = 0
     public var ldtEntries = 0
+    /// The frames holding the LDT (descriptor pages while in use).
+    public var ldtFrames: [FrameNumber] = []
+    /// Set when the LDT changed and the hardware copy must be refreshed.
+    public let ldtChanged = Atomic<Bool>(false)
 
     /// Where this vCPU's vcpu_info lives (its shared_info slot, or where
     /// register_vcpu_info put it). Atomic: event senders on other threads read it.

@@ -12,7 +12,8 @@ import XenABI
 ///     1 ..< 33     grant-table frames (guest-mappable)
 ///     33           stubs page        (ring-0 code)
 ///     34           IDT
-///     35 + 26·v    vCPU v: GDT (16 pages), TSS, IST stack, operation buffer (8 pages)
+///     35 + 42·v    vCPU v: GDT (16 pages), TSS, IST stack, operation buffer (8 pages),
+///                  LDT (16 pages)
 ///     ...          M2P (8 bytes per RAM frame)
 ///     ...          the hypervisor's own page tables
 ///
@@ -26,7 +27,7 @@ import XenABI
 ///     0xffff810000000000  slot 258  direct map of guest RAM; supervisor only
 public struct HypervisorArea: Sendable {
     public static let grantFrames = 32
-    static let pagesPerVCPU = 26
+    static let pagesPerVCPU = 42
     static let gdtPages = 16
     static let operationBufferPages = 8
 
@@ -67,6 +68,7 @@ public struct HypervisorArea: Sendable {
     func tss(_ vcpu: Int) -> GuestPhysicalAddress { page(vcpuBlock(vcpu) + 16) }
     func istStack(_ vcpu: Int) -> GuestPhysicalAddress { page(vcpuBlock(vcpu) + 17) }
     func operationBuffer(_ vcpu: Int) -> GuestPhysicalAddress { page(vcpuBlock(vcpu) + 18) }
+    func ldt(_ vcpu: Int) -> GuestPhysicalAddress { page(vcpuBlock(vcpu) + 26) }
     var m2p: GuestPhysicalAddress { page(35 + UInt64(vcpuCount * Self.pagesPerVCPU)) }
     var firstPageTablePage: UInt64 { 35 + UInt64(vcpuCount * Self.pagesPerVCPU) + m2pPages }
 
@@ -82,7 +84,14 @@ public struct HypervisorArea: Sendable {
     /// Top of the IST stack: the CPU pushes exception frames just below it.
     func istTopVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x12000 }
     func operationBufferVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x12000 }
+    func ldtVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x1a000 }
     var syscallStubVirtual: UInt64 { stubsVirtual + UInt64(StubCode.syscallStubOffset) }
+    /// Two bytes of the stubs page at `offset` (for recognising where a fault happened).
+    func stubsPageBytes(at offset: Int) -> [UInt8] {
+        let page = StubCode.page()
+        guard offset >= 0, offset + 2 <= page.count else { return [] }
+        return Array(page[offset..<(offset + 2)])
+    }
     var applyVirtual: UInt64 { stubsVirtual + UInt64(StubCode.applyOffset) }
     func vectorStubVirtual(_ vector: Int) -> UInt64 { stubsVirtual + UInt64(vector * StubCode.vectorStubStride) }
     /// Guest-physical address of the interrupt frame (rip, cs, rflags, rsp, ss) at the IST top.
@@ -209,6 +218,15 @@ public struct HypervisorArea: Sendable {
 /// Descriptor tables of Xen's reserved range (arch-x86/xen-x86_64.h selectors).
 enum DescriptorTablesBuilder {
     static let tssSelector: UInt16 = 0xe040
+    /// Xen's LDT selector (LDT_ENTRY, the reserved entry after the TSS).
+    static let ldtSelector: UInt16 = 0xe050
+
+    /// The 16-byte LDT descriptor for `entries` descriptors at `base`.
+    static func ldtDescriptor(base: UInt64, entries: Int) -> (UInt64, UInt64) {
+        let limit = UInt64(max(entries, 1) * 8 - 1)
+        let low = (limit & 0xffff) | (base & 0xff_ffff) << 16 | 0x82 << 40 | ((limit >> 16) & 0xf) << 48 | ((base >> 24) & 0xff) << 56
+        return (low, base >> 32)
+    }
 
     /// (GDT index, descriptor) for Xen's reserved selectors and the TSS.
     static func reservedGDTEntries(tss: UInt64) -> [(Int, UInt64)] {

@@ -34,6 +34,9 @@ final class VCPURunner: @unchecked Sendable {
     private(set) var crashReport: String?
     /// The value last written to the #GP port-I/O fast-path flag.
     private var fastIOEnabled = false
+    /// The context the vCPU was last resumed with (for the failsafe callback, when the
+    /// CPU refuses it).
+    private var lastResumed: GuestContext?
 
     init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea) throws(KVMError) {
         self.vcpu = vcpu
@@ -229,6 +232,7 @@ final class VCPURunner: @unchecked Sendable {
         checkTimers()
         if vcpu.remoteFlush.exchange(false, ordering: .acquiringAndReleasing) { vcpu.pendingWork.flushAll = true }
         if vcpu.gdtChanged.exchange(false, ordering: .acquiringAndReleasing) { loadGDT() }
+        if vcpu.ldtChanged.exchange(false, ordering: .acquiringAndReleasing) { loadLDT() }
         let now = domain.clock.monotonicNanoseconds()
         if now &- lastTimeUpdate > 1_000_000_000 {
             TimeKeeper.update(vcpu)
@@ -283,6 +287,33 @@ final class VCPURunner: @unchecked Sendable {
         }
     }
 
+    /// Copies the guest's LDT (checked descriptors) into the hardware LDT and points
+    /// LDTR at it (or at nothing when the guest has no LDT).
+    private func loadLDT() {
+        let base = area.ldt(vcpu.id).rawValue
+        let entries = min(vcpu.ldtEntries, 8192)
+        for index in 0..<entries {
+            var descriptor: UInt64 = 0
+            if index / 512 < vcpu.ldtFrames.count, let frame = vcpu.ldtFrames[index / 512].address {
+                let raw: UInt64 = (try? domain.memory.read(at: GuestPhysicalAddress(frame.rawValue + UInt64(index % 512) * 8))) ?? 0
+                descriptor = DescriptorRules.isAllowed(raw) ? DescriptorRules.fixup(raw) : 0
+            }
+            try? domain.memory.write(descriptor, at: GuestPhysicalAddress(base + UInt64(index) * 8))
+        }
+        var sregs = cpu.specialRegisters
+        if entries == 0 {
+            sregs.ldt = Segment(selector: 0, unusable: true)
+        } else {
+            let (low, high) = DescriptorTablesBuilder.ldtDescriptor(base: area.ldtVirtual(vcpu.id), entries: entries)
+            let index = FlatSelector.firstReservedGDTEntry + 10
+            try? domain.memory.write(low, at: GuestPhysicalAddress(area.gdt(vcpu.id).rawValue + UInt64(index) * 8))
+            try? domain.memory.write(high, at: GuestPhysicalAddress(area.gdt(vcpu.id).rawValue + UInt64(index + 1) * 8))
+            sregs.ldt = Segment(base: area.ldtVirtual(vcpu.id), limit: UInt32(entries * 8 - 1),
+                                selector: DescriptorTablesBuilder.ldtSelector, type: 2, present: true)
+        }
+        cpu.specialRegisters = sregs
+    }
+
     /// Blocks the vCPU (SCHEDOP_block, or SCHEDOP_poll when `ports` is given).
     private func block(ports: [UInt32]?, deadline: UInt64?) {
         vcpu.blocked.store(true, ordering: .sequentiallyConsistent)
@@ -308,6 +339,7 @@ final class VCPURunner: @unchecked Sendable {
     /// Returns to the guest through the stub's iretq: writes the interrupt frame and the
     /// registers, and routes through the apply routine when there is work for it.
     private func resume(_ context: GuestContext, sregs: SpecialRegisters, stubReturn: UInt64) {
+        lastResumed = context
         var operations: [(UInt64, UInt64, UInt64)] = []
         let work = vcpu.pendingWork
         vcpu.pendingWork = PendingMachineWork()
@@ -391,10 +423,22 @@ final class VCPURunner: @unchecked Sendable {
     /// An exception inside the hypervisor's own ring-0 code: a return to the guest with
     /// a frame the CPU refused (bad selector, non-canonical address), or a bug.
     private func hypervisorFault(vector: UInt8, errorCode: UInt64, rip: UInt64, regs: Registers, sregs: SpecialRegisters) {
-        let frame = (0..<5).compactMap { try? domain.memory.read(UInt64.self, at: GuestPhysicalAddress(area.frame(vcpu.id).rawValue + UInt64($0) * 8)) }
-        let target = frame.count == 5
-            ? "returning to rip \(hex(frame[0])) cs \(hex(frame[1])) rflags \(hex(frame[2])) rsp \(hex(frame[3])) ss \(hex(frame[4]))"
-            : "frame unreadable"
+        let stub = rip &- area.stubsVirtual
+        let atIret = rip >= area.stubsVirtual && stub < pageSize && area.stubsPageBytes(at: Int(stub)) == [0x48, 0xcf]
+        if atIret, [X86Exception.generalProtection, X86Exception.segmentNotPresent, X86Exception.stackFault].contains(vector),
+           var context = lastResumed {
+            // The CPU refused the guest's own frame: Xen delivers the failsafe callback.
+            vcpu.count(exit: "failsafe")
+            let reason = "returning to cs \(hex(UInt64(context.cs))) ss \(hex(UInt64(context.ss))) rip \(hex(context.rip)) raised \(X86Exception.mnemonic(vector)) (error \(hex(errorCode)))"
+            guard Traps.failsafe(vcpu, &context, reason: reason) else {
+                crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: context)
+                return
+            }
+            // The stub whose iretq faulted is gone; return through the vector stub's iretq.
+            resume(context, sregs: sregs, stubReturn: regs.rip)
+            return
+        }
+        let target = lastResumed.map { "returning to rip \(hex($0.rip)) cs \(hex(UInt64($0.cs))) rsp \(hex($0.rsp)) ss \(hex(UInt64($0.ss)))" } ?? ""
         crash("\(X86Exception.mnemonic(vector)) (error \(hex(errorCode))) in the hypervisor's ring-0 code at \(hex(rip)) \(target)")
     }
 

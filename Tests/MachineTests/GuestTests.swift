@@ -63,6 +63,12 @@ struct GuestTests {
     @Test("hypercall errors: -ENOSYS, -EFAULT")
     func hypercallErrors() throws { Self.expectPass("hcerrors", try Self.boot("hcerrors")) }
 
+    @Test("LDT: MMUEXT_SET_LDT, a segment loaded from it, update_descriptor")
+    func ldt() throws { Self.expectPass("ldt", try Self.boot("ldt")) }
+
+    @Test("failsafe callback when the CPU refuses the guest's iret frame")
+    func failsafe() throws { Self.expectPass("failsafe", try Self.boot("failsafe")) }
+
     @Test("multicall")
     func multicall() throws { Self.expectPass("multicall", try Self.boot("multicall")) }
 

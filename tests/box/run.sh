@@ -94,7 +94,11 @@ rm -rf "$REPO/.cache/box-test"
 
 # --share DIR, and stdout/stderr kept apart and byte-exact (no \r).
 mkdir -p "$WORK/shared"
+# Run from the share, so that the caller's directory is visible inside whatever it is
+# (a repository under /tmp would not be: the box's /tmp is its own).
+pushd "$WORK/shared" >/dev/null
 box streams --share "$WORK/shared" -- sh -c 'printf "a\nb\n"; echo err >&2; echo x >"$0/f"' "$WORK/shared"
+popd >/dev/null
 printf 'a\nb\n' >"$WORK/streams.want"
 if [[ $rc == 0 && $(cat "$WORK/streams.err") == err && $(cat "$WORK/shared/f" 2>/dev/null) == x ]] &&
   cmp -s "$WORK/streams.out" "$WORK/streams.want"; then

@@ -46,6 +46,52 @@ enum DescriptorTables {
         return .value(0)
     }
 
+    /// Most LDT entries (8192 descriptors, 16 pages).
+    static let maximumLDTEntries: UInt64 = 8192
+
+    /// MMUEXT_SET_LDT(linear address, entries): the LDT's pages become descriptor pages
+    /// (checked, never writable) while in use; the machine layer copies the descriptors
+    /// into the hardware LDT (Xen maps them lazily; the effect for the guest is the same).
+    static func setLDT(base: UInt64, entries: UInt64, _ call: HypercallInvocation) throws(XenError) {
+        let domain = call.domain
+        let vcpu = call.vcpu
+        guard base % pageSize == 0, entries <= maximumLDTEntries,
+              entries == 0 || GuestPageWalker.isGuestAccessible(.init(base)) && GuestPageWalker.isGuestAccessible(.init(base &+ entries * 8 &- 1)),
+              base.addingReportingOverflow(entries * 8).overflow == false else { throw .EINVAL }
+        var frames: [FrameNumber] = []
+        if entries > 0 {
+            let walker = try call.guestMemory()
+            let pages = (entries * 8 + pageSize - 1) / pageSize
+            for page in 0..<pages {
+                let physical = try walker.translate(GuestVirtualAddress(base + page * pageSize), write: false)
+                frames.append(physical.frame)
+            }
+        }
+        var work = PendingMachineWork()
+        try domain.state.withLock { state throws(XenError) in
+            var taken: [FrameNumber] = []
+            for frame in frames {
+                guard domain.layout.isRAM(frame) else {
+                    for done in taken { state.putPageType(done, domain.mmuEnvironment, &work) }
+                    throw .EINVAL
+                }
+                do throws(XenError) {
+                    try state.getPageType(frame, .segmentDescriptor, domain.mmuEnvironment, &work)
+                } catch {
+                    for done in taken { state.putPageType(done, domain.mmuEnvironment, &work) }
+                    throw error
+                }
+                taken.append(frame)
+            }
+            for old in vcpu.ldtFrames { state.putPageType(old, domain.mmuEnvironment, &work) }
+        }
+        vcpu.pendingWork.merge(work)
+        vcpu.ldtBase = base
+        vcpu.ldtEntries = Int(entries)
+        vcpu.ldtFrames = frames
+        vcpu.ldtChanged.store(true, ordering: .releasing)
+    }
+
     /// update_descriptor(maddr, descriptor): the only way to change a descriptor page.
     static func updateDescriptor(_ call: inout HypercallInvocation) throws(XenError) -> HypercallOutcome {
         let address = call.argument(0)
@@ -68,6 +114,10 @@ enum DescriptorTables {
         call.vcpu.pendingWork.merge(work)
         for vcpu in domain.vcpus where vcpu.gdtFrames.contains(frame) {
             vcpu.gdtChanged.store(true, ordering: .releasing)
+            if vcpu !== call.vcpu { vcpu.wake() }
+        }
+        for vcpu in domain.vcpus where vcpu.ldtFrames.contains(frame) {
+            vcpu.ldtChanged.store(true, ordering: .releasing)
             if vcpu !== call.vcpu { vcpu.wake() }
         }
         return .value(0)

@@ -85,22 +85,30 @@ enum GrantTableOps {
         guard Int(sourceOffset) + Int(length) <= 4096, Int(destinationOffset) + Int(length) <= 4096 else { return .badCopyArgument }
         var held: [(Domain, GrantMapping)] = []
         defer { for (domain, mapping) in held { domain.releaseGrant(mapping) } }
-        func resolve(_ value: UInt64, _ dom: UInt16, isGrant: Bool, write: Bool) -> (Domain, FrameNumber)? {
+        // The statuses of gnttab_copy_lock_domain, acquire_grant_for_copy and get_paged_frame.
+        func resolve(_ value: UInt64, _ dom: UInt16, isGrant: Bool, write: Bool) -> Result<(Domain, FrameNumber), GrantError> {
+            guard let owner = call.domain.domain(dom) else { return .failure(GrantError(.badDomain, "no domain \(dom)")) }
             if isGrant {
-                guard let granter = call.domain.domain(dom),
-                      let mapping = try? granter.acquireGrant(UInt32(truncatingIfNeeded: value), for: call.domain.id, readOnly: !write) else {
-                    return nil
+                do throws(GrantError) {
+                    let mapping = try owner.acquireGrant(UInt32(truncatingIfNeeded: value), for: call.domain.id, readOnly: !write)
+                    held.append((owner, mapping))
+                    return .success((owner, mapping.frame))
+                } catch {
+                    return .failure(error)
                 }
-                held.append((granter, mapping))
-                return (granter, mapping.frame)
             }
-            guard dom == DomainID.`self` || dom == call.domain.id, call.domain.layout.isRAM(FrameNumber(value)) else { return nil }
-            return (call.domain, FrameNumber(value))
+            guard owner === call.domain else { return .failure(GrantError(.permissionDenied, "d\(dom)'s frame without a grant")) }
+            guard call.domain.layout.isRAM(FrameNumber(value)) else { return .failure(GrantError(.badPage, "frame \(value) is not RAM")) }
+            return .success((call.domain, FrameNumber(value)))
         }
-        guard let (sourceDomain, sourceFrame) = resolve(sourceValue, sourceDom, isGrant: flags & GrantCopyFlags.sourceGrantReference != 0, write: false),
-              let (destinationDomain, destinationFrame) = resolve(destinationValue, destinationDom,
-                                                                  isGrant: flags & GrantCopyFlags.destinationGrantReference != 0, write: true) else {
-            return .badGrantReference
+        let sourceDomain: Domain, sourceFrame: FrameNumber, destinationDomain: Domain, destinationFrame: FrameNumber
+        switch resolve(sourceValue, sourceDom, isGrant: flags & GrantCopyFlags.sourceGrantReference != 0, write: false) {
+        case let .success(resolved): (sourceDomain, sourceFrame) = resolved
+        case let .failure(error): return error.status
+        }
+        switch resolve(destinationValue, destinationDom, isGrant: flags & GrantCopyFlags.destinationGrantReference != 0, write: true) {
+        case let .success(resolved): (destinationDomain, destinationFrame) = resolved
+        case let .failure(error): return error.status
         }
         guard let data = try? sourceDomain.memory.readBytes(at: GuestPhysicalAddress(sourceFrame.rawValue << 12 | UInt64(sourceOffset)), count: Int(length)) else {
             return .badPage
@@ -109,13 +117,16 @@ enum GrantTableOps {
         if flags & GrantCopyFlags.destinationGrantReference != 0 {
             return (try? destinationDomain.memory.writeBytes(data, at: target)) != nil ? .okay : .badPage
         }
-        // The caller's own frame: written only while it is an ordinary writable page.
+        // The caller's own frame: written only while it is an ordinary writable page
+        // (gnttab_copy_claim_buf: GNTST_general_error when it cannot take that type).
+        var typed = false
         do throws(XenError) {
             try MMUOps.writablePage(destinationFrame, call) { _ throws(XenError) in
+                typed = true
                 do { try destinationDomain.memory.writeBytes(data, at: target) } catch { throw .EFAULT }
             }
         } catch {
-            return .badPage
+            return typed ? .badPage : .generalError
         }
         return .okay
     }

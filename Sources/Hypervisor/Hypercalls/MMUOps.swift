@@ -20,6 +20,9 @@ enum MMUOps {
                 break
             }
             guard let request = try? MMUUpdate(decoding: bytes) else { failure = .EFAULT; break }
+            if call.domain.trace.load(ordering: .relaxed) {
+                call.domain.log.log(.trace, "\(call.vcpu.name):   mmu_update[\(done)] ptr \(hex(request.ptr)) val \(hex(request.val))")
+            }
             do { try apply(request, call) } catch {
                 failure = error
                 break
@@ -116,6 +119,9 @@ enum MMUOps {
                 break
             }
             guard let op = try? MMUExtOp(decoding: bytes) else { failure = .EFAULT; break }
+            if call.domain.trace.load(ordering: .relaxed) {
+                call.domain.log.log(.trace, "\(call.vcpu.name):   mmuext_op[\(done)] cmd \(op.cmd) arg1 \(hex(op.arg1)) arg2 \(hex(op.arg2))")
+            }
             do { try extendedOp(op, call) } catch {
                 failure = error
                 break
@@ -187,12 +193,7 @@ enum MMUOps {
         case MMUExtCommand.flushCacheGlobal:
             throw .EACCES
         case MMUExtCommand.setLDT:
-            guard op.arg2 == 0 else {
-                domain.log.log(.warning, "\(vcpu.name): a non-empty LDT (\(op.arg2) entries) is not supported yet: -ENOSYS")
-                throw .ENOSYS
-            }
-            vcpu.ldtBase = 0
-            vcpu.ldtEntries = 0
+            try DescriptorTables.setLDT(base: op.arg1, entries: op.arg2, call)
         case MMUExtCommand.clearPage:
             try writablePage(frame, call) { base throws(XenError) in
                 do { try domain.memory.zero(at: base, count: pageSize) } catch { throw .EFAULT }

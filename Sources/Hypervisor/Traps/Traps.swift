@@ -19,7 +19,7 @@ public enum Traps {
     /// if the frame cannot be written.
     @discardableResult
     public static func bounce(_ vcpu: VCPU, _ context: inout GuestContext, to handler: UInt64,
-                              errorCode: UInt64? = nil, masksEvents: Bool, what: String) -> Bool {
+                              errorCode: UInt64? = nil, segments: [UInt64]? = nil, masksEvents: Bool, what: String) -> Bool {
         let domain = vcpu.domain
         let savedMask: UInt64 = vcpu.upcallMask() ? 1 : 0
         var savedCS = UInt64(context.cs)
@@ -39,6 +39,7 @@ public enum Traps {
         rflags |= UInt64(vcpu.virtualIOPL) << 12
 
         var frame: [UInt64] = [context.rcx, context.r11]
+        if let segments { frame += segments }
         if let errorCode { frame.append(errorCode) }
         frame += [context.rip, savedCS | (savedMask << 32), rflags, savedRSP, savedSS]
         let frameBytes = UInt64(frame.count * 8)
@@ -106,6 +107,20 @@ public enum Traps {
         guard vcpu.upcallPending(), !vcpu.upcallMask() else { return false }
         guard let callback = vcpu.callbacks[.event], callback.address != 0 else { return false }
         return bounce(vcpu, &context, to: callback.address, masksEvents: true, what: "event upcall")
+    }
+
+    /// Returning to the guest failed because the CPU refused its segments (a bad CS or
+    /// SS in its iret frame): deliver the failsafe callback with DS, ES, FS, GS in the
+    /// frame, as Xen's failsafe path does; without one the domain is crashed.
+    @discardableResult
+    public static func failsafe(_ vcpu: VCPU, _ context: inout GuestContext, reason: String) -> Bool {
+        guard let callback = vcpu.callbacks[.failsafe], callback.address != 0 else {
+            vcpu.domain.crash("\(vcpu.name): \(reason), and no failsafe callback is registered")
+            return false
+        }
+        let segments = [UInt64(context.ds), UInt64(context.es), UInt64(context.fs), UInt64(context.gs)]
+        return bounce(vcpu, &context, to: callback.address, segments: segments, masksEvents: callback.masksEvents,
+                      what: "failsafe callback (\(reason))")
     }
 
     /// A `syscall` from guest user mode: bounce to the guest kernel's syscall callback
