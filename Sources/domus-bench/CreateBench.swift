@@ -95,7 +95,7 @@ enum CreateBench {
             }
         }
         do { try manager.destroy("bench") } catch { fail("destroy failed: \(error)") }
-        guard let running else { fail("vCPU 0 did not run within 10 s") }
+        guard let running else { fail("vCPU 0 did not run within 10 s (cpu time \(vcpu.cpuTime.load(ordering: .acquiring)), domain \(String(describing: try? manager.list(only: "bench").first)))") }
         return Sample(created: created, running: max(running, 0))
     }
 }
