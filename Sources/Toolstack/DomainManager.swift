@@ -285,10 +285,11 @@ public final class DomainManager: @unchecked Sendable {
     /// Domain-0 (the host) and every domain, by id; only `only` if given.
     public func list(only reference: String? = nil, long: Bool = false) throws(ControlError) -> [DomainStatus] {
         let host = hostStatus(long: long)
+        // /proc is read without the lock held.
+        let names = locked { Set(domains.values.flatMap { record in (record.domain?.vcpus ?? []).map(\.name) }) }
+        let cpus = HostProbe.lastCPU(ofThreadsNamed: names)
         lock.lock()
         defer { lock.unlock() }
-        let names = Set(domains.values.flatMap { record in (record.domain?.vcpus ?? []).map(\.name) })
-        let cpus = HostProbe.lastCPU(ofThreadsNamed: names)
         if let reference {
             if reference == "0" || reference == "Domain-0" { return [host] }
             return [try lookup(reference).status(long: long, hostCPUs: cpus)]
