@@ -273,23 +273,6 @@ public enum MSR {
     public static let sysenterEIP: UInt32 = 0x176
 }
 
-extension VirtualCPU {
-    /// Queues external interrupt `vector` (KVM_INTERRUPT, for VMs without an in-kernel
-    /// interrupt controller); it is delivered through the guest IDT when IF allows.
-    public func injectInterrupt(_ vector: UInt8) throws(KVMError) {
-        var interrupt = kvm_interrupt(irq: UInt32(vector))
-        guard withUnsafeMutablePointer(to: &interrupt, { ckvm_ioctl_ptr(fd, CKVM_INTERRUPT, $0) }) == 0 else {
-            throw KVMError("KVM_INTERRUPT", errno: errno)
-        }
-    }
-
-    /// Whether KVM can inject an interrupt on the next run (kvm_run.ready_for_interrupt_injection).
-    public var readyForInterrupt: Bool {
-        // SAFETY: reads a field of this vCPU's kvm_run after an exit, on the vCPU thread.
-        run.pointee.ready_for_interrupt_injection != 0
-    }
-}
-
 /// A CLOCK_MONOTONIC timer that signals one thread (SIGEV_THREAD_ID), so a vCPU
 /// thread inside KVM_RUN is interrupted when the guest's timer is due.
 public final class ThreadTimer: @unchecked Sendable {

@@ -23,7 +23,6 @@ final class VCPURunner: @unchecked Sendable {
     static let kickVector: UInt8 = 0x20
 
     private var timer: ThreadTimer?
-    private var interruptQueued = false
     /// Operations still to run in the VM when the buffer overflowed.
     private var pendingOperations: [(UInt64, UInt64, UInt64)] = []
     private var pendingRestore: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
@@ -59,10 +58,7 @@ final class VCPURunner: @unchecked Sendable {
             }
             armTimer()
             wakeup.inGuest.store(true, ordering: .sequentiallyConsistent)
-            if !interruptQueued && needsAttention() && atGuestLevel() {
-                try? cpu.injectInterrupt(Self.kickVector)
-                interruptQueued = true
-            }
+            if atGuestLevel() && needsAttention() { enterKickStub() }
             let entered = HostTime.monotonic()
             let exit = cpu.runOnce()
             vcpu.cpuTime.add(HostTime.monotonic() &- entered, ordering: .relaxed)
@@ -73,12 +69,35 @@ final class VCPURunner: @unchecked Sendable {
         timer?.arm(at: nil)
     }
 
-    /// Whether the vCPU was interrupted in guest code (ring 3), not inside a stub: only
-    /// then may the kick vector be injected, since KVM_INTERRUPT delivers on the next
-    /// entry whatever IF says. After a stub exit the vCPU is in ring 0 until its iretq.
-    /// (The selector's RPL is used: some hosts report a DPL of 3 for ring-0 code.)
+    /// Whether the vCPU was interrupted (a kick or a timer signal) in guest code, ring 3,
+    /// not inside a stub. (The selector's RPL is used: some hosts report a DPL of 3 for
+    /// ring-0 code.)
     private var interruptedInGuest = false
     private func atGuestLevel() -> Bool { interruptedInGuest && cpu.specialRegisters.cs.selector & 3 == 3 }
+
+    /// Brings a vCPU interrupted in guest code into the hypervisor the way an interrupt
+    /// would: writes the interrupt frame of its current ring-3 state at the IST top and
+    /// points it at the kick vector's stub in ring 0, whose exit is then handled like
+    /// any other. (KVM_INTERRUPT is not used: KVM injects a queued interrupt at the next
+    /// entry whatever the target, which could be the hypervisor's own ring-0 code.)
+    private func enterKickStub() {
+        interruptedInGuest = false
+        var regs = cpu.registers
+        var sregs = cpu.specialRegisters
+        let frame = [regs.rip, UInt64(sregs.cs.selector), regs.rflags, regs.rsp, UInt64(sregs.ss.selector)]
+        for (index, word) in frame.enumerated() {
+            try? domain.memory.write(word, at: GuestPhysicalAddress(area.frame(vcpu.id).rawValue + UInt64(index) * 8))
+        }
+        regs.rsp = area.frameVirtual(vcpu.id)
+        regs.rip = area.vectorStubVirtual(Int(Self.kickVector))
+        regs.rflags = RFlags.fixed
+        sregs.cs = Segment(limit: 0xffff_ffff, selector: FlatSelector.ring0CS64, type: 11, present: true, dpl: 0,
+                           s: true, l: true, g: true)
+        sregs.ss = Segment(limit: 0xffff_ffff, selector: FlatSelector.ring0DS64, type: 3, present: true, dpl: 0,
+                           db: true, s: true, g: true)
+        cpu.registers = regs
+        cpu.specialRegisters = sregs
+    }
 
     /// Whether something needs the hypervisor before the guest runs on.
     private func needsAttention() -> Bool {
@@ -108,7 +127,7 @@ final class VCPURunner: @unchecked Sendable {
             default: crash("unexpected \(size)-byte port exit from the hypervisor's stubs")
             }
         case .interrupted:
-            vcpu.count(exit: "kick")
+            vcpu.count(exit: "signal")
         case .shutdown:
             crash("triple fault")
         case let .mmio(address, _, isWrite, _):
@@ -154,8 +173,7 @@ final class VCPURunner: @unchecked Sendable {
         let entry = context
         let outcome: ExitOutcome
         if vector == Self.kickVector {
-            vcpu.count(exit: "interrupt")
-            interruptQueued = false
+            vcpu.count(exit: "kick")
             outcome = .resume
         } else if (vector == X86Exception.generalProtection || vector == X86Exception.pageFault)
                     && frame[0] == area.syscallStubVirtual {

@@ -160,6 +160,8 @@ extension DomainManager {
         releaseStore(id: record.id, vmPath: locked { record.vmPath })
         let name: String = locked {
             domains[record.id] = nil
+            departed.append(record.id)
+            if departed.count > 256 { departed.removeFirst(departed.count - 256) }
             lock.broadcast()
             return record.name
         }
@@ -216,7 +218,12 @@ extension DomainManager {
 
     /// `wait`: until the domain named `reference` is gone or kept shut down.
     public func waitForEnd(_ reference: String, timeout: Double) throws(ControlError) -> Ending {
-        let record = try withDomain(reference) { $0 }
+        let record: ManagedDomain
+        do { record = try withDomain(reference) { $0 } } catch {
+            // A domain id that existed and is gone already ended.
+            if let id = UInt16(reference), locked({ departed.contains(id) && domains[id] == nil }) { return .gone }
+            throw error
+        }
         return try waitForEnd(record, timeout: timeout)
     }
 

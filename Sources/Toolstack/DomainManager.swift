@@ -44,6 +44,9 @@ public final class DomainManager: @unchecked Sendable {
 
     let lock = NSCondition()
     var domains: [UInt16: ManagedDomain] = [:]
+    /// Ids of domains that existed and are gone (most recent last, bounded), so that a
+    /// wait on a domain that ended before the wait began answers `.gone`.
+    var departed: [UInt16] = []
     private var nextID: UInt16 = 1
     var restarts: [String: [Date]] = [:]
     var isClosing = false

@@ -407,14 +407,30 @@ struct MMUExtOpTests {
         try test.checkPageBookkeeping()
     }
 
-    @Test("SET_LDT with no entries clears the LDT; a real LDT is not supported yet")
+    @Test("SET_LDT: its pages become descriptor pages while in use; no entries clears it")
     func setLDT() throws {
         let test = try TestDomain()
-        test.vcpu.ldtBase = 0x1000
-        test.vcpu.ldtEntries = 3
+        // A page mapped writable cannot hold an LDT.
+        #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.setLDT, arg1: TestDomain.va(40), arg2: 16)]).result == TestDomain.error(.EINVAL))
+        #expect(test.vcpu.ldtFrames.isEmpty)
+        // Misaligned, or more than 8192 entries.
+        #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.setLDT, arg1: TestDomain.va(40) + 8, arg2: 1)]).result == TestDomain.error(.EINVAL))
+        #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.setLDT, arg1: TestDomain.va(40), arg2: 8193)]).result == TestDomain.error(.EINVAL))
+        // Mapped read-only, it can: the frame becomes a descriptor page.
+        test.call(.updateVAMapping, TestDomain.va(40), 40 << 12 | PTE.present | PTE.accessed, UVMF.invlpg)
+        #expect(test.result == 0)
+        _ = test.vcpu.ldtChanged.exchange(false, ordering: .relaxed)
+        #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.setLDT, arg1: TestDomain.va(40), arg2: 16)]).result == 0)
+        #expect(test.vcpu.ldtFrames == [FrameNumber(40)] && test.vcpu.ldtEntries == 16)
+        let changed = test.vcpu.ldtChanged.load(ordering: .relaxed)
+        #expect(changed)
+        #expect(test.pageInfo(40).type == .segmentDescriptor && test.pageInfo(40).typeCount == 1)
+        test.call(.updateVAMapping, TestDomain.va(40), 40 << 12 | PTE.present | PTE.rw | PTE.accessed, UVMF.invlpg)
+        #expect(test.result == TestDomain.error(.EINVAL), "an LDT page cannot be mapped writable while in use")
+        // No entries: the LDT is dropped and the page is an ordinary page again.
         #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.setLDT, arg1: 0, arg2: 0)]).result == 0)
-        #expect(test.vcpu.ldtBase == 0 && test.vcpu.ldtEntries == 0)
-        #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.setLDT, arg1: TestDomain.va(40), arg2: 16)]).result == TestDomain.error(.ENOSYS))
+        #expect(test.vcpu.ldtFrames.isEmpty && test.vcpu.ldtEntries == 0)
+        #expect(test.pageInfo(40).typeCount == 0)
     }
 
     @Test("Unknown and unsupported commands", arguments: [

@@ -97,7 +97,8 @@ struct DomainManagerTests {
         let (manager, _) = try DaemonFixtures.manager()
         let created = try manager.create(configText: try DaemonFixtures.config(name: "hello", guest: "hello"), sourceName: "hello.cfg")
         #expect(created.domid == 1)
-        #expect(try manager.waitForEnd("hello", timeout: 30) == .gone)
+        // By id: hello may be gone before the wait starts.
+        #expect(try manager.waitForEnd(String(created.domid), timeout: 30) == .gone)
         #expect(try manager.list().map(\.name) == ["Domain-0"])
         #expect(!DaemonFixtures.exists(manager, "/local/domain/1"))
     }
@@ -145,9 +146,9 @@ struct DomainManagerTests {
         let (manager, _) = try DaemonFixtures.manager()
         _ = try manager.create(configText: try DaemonFixtures.config(name: "survivor", guest: "idle"), sourceName: "survivor.cfg")
         #expect(DaemonFixtures.eventually { String(decoding: (try? manager.consoleOutput("survivor")) ?? [], as: UTF8.self).contains("idle ready") })
-        _ = try manager.create(configText: try DaemonFixtures.config(name: "victim", guest: "shutdown", extra: "extra = \"reason=crash\""),
-                               sourceName: "victim.cfg")
-        #expect(try manager.waitForEnd("victim", timeout: 30) == .gone)
+        let victim = try manager.create(configText: try DaemonFixtures.config(name: "victim", guest: "shutdown", extra: "extra = \"reason=crash\""),
+                                        sourceName: "victim.cfg")
+        #expect(try manager.waitForEnd(String(victim.domid), timeout: 30) == .gone)
         let survivor = try #require(try manager.list(only: "survivor").first)
         #expect(!survivor.shutdown && !survivor.dying && !survivor.paused)
         #expect(try manager.requestShutdown("survivor", reboot: false, wait: true, timeout: 30) == .gone)
