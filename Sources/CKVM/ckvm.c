@@ -20,7 +20,7 @@ int ckvm_install_kick_handler(int signo) {
     return sigaction(signo, &action, 0);
 }
 
-int ckvm_thread_timer_create(int signo, int tid, void **timer_id) {
+int ckvm_thread_timer_create(int signo, int tid, intptr_t *timer_id) {
     struct sigevent event;
     memset(&event, 0, sizeof event);
     event.sigev_notify = SIGEV_THREAD_ID;
@@ -28,11 +28,11 @@ int ckvm_thread_timer_create(int signo, int tid, void **timer_id) {
     event._sigev_un._tid = tid;
     timer_t timer;
     if (timer_create(CLOCK_MONOTONIC, &event, &timer) != 0) return -1;
-    *timer_id = (void *)timer;
+    *timer_id = (intptr_t)timer;
     return 0;
 }
 
-int ckvm_thread_timer_arm(void *timer_id, uint64_t ns) {
+int ckvm_thread_timer_arm(intptr_t timer_id, uint64_t ns) {
     struct itimerspec spec;
     memset(&spec, 0, sizeof spec);
     spec.it_value.tv_sec = (time_t)(ns / 1000000000ull);
@@ -40,6 +40,6 @@ int ckvm_thread_timer_arm(void *timer_id, uint64_t ns) {
     return timer_settime((timer_t)timer_id, ns ? TIMER_ABSTIME : 0, &spec, 0);
 }
 
-int ckvm_thread_timer_delete(void *timer_id) { return timer_delete((timer_t)timer_id); }
+int ckvm_thread_timer_delete(intptr_t timer_id) { return timer_delete((timer_t)timer_id); }
 
 int ckvm_gettid(void) { return (int)syscall(SYS_gettid); }

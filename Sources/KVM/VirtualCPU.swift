@@ -276,18 +276,14 @@ public enum MSR {
 /// A CLOCK_MONOTONIC timer that signals one thread (SIGEV_THREAD_ID), so a vCPU
 /// thread inside KVM_RUN is interrupted when the guest's timer is due.
 public final class ThreadTimer: @unchecked Sendable {
-    let timer: UnsafeMutableRawPointer
+    let timer: Int
 
     /// Creates a timer that sends the kick signal to the calling thread.
     public init() throws(KVMError) {
-        var raw: UnsafeMutableRawPointer? = nil
-        let result = withUnsafeMutablePointer(to: &raw) { pointer in
-            // SAFETY: the C helper writes a timer_t into the pointed-to slot on success.
-            pointer.withMemoryRebound(to: UnsafeMutableRawPointer.self, capacity: 1) {
-                ckvm_thread_timer_create(VirtualCPU.kickSignal, ckvm_gettid(), $0)
-            }
+        var raw: Int = 0
+        guard ckvm_thread_timer_create(VirtualCPU.kickSignal, ckvm_gettid(), &raw) == 0 else {
+            throw KVMError("timer_create", errno: errno)
         }
-        guard result == 0, let raw else { throw KVMError("timer_create", errno: errno) }
         timer = raw
     }
 

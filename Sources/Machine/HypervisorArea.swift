@@ -86,6 +86,9 @@ public struct HypervisorArea: Sendable {
     func operationBufferVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x12000 }
     func ldtVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x1a000 }
     var syscallStubVirtual: UInt64 { stubsVirtual + UInt64(StubCode.syscallStubOffset) }
+    /// An address in the supervisor-only stubs page a kicked vCPU is sent to, so that
+    /// its next instruction fetch faults into the hypervisor.
+    var kickVirtual: UInt64 { stubsVirtual + UInt64(StubCode.kickOffset) }
     /// Two bytes of the stubs page at `offset` (for recognising where a fault happened).
     func stubsPageBytes(at offset: Int) -> [UInt8] {
         let page = StubCode.page()

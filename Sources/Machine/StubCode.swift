@@ -69,6 +69,8 @@ enum StubCode {
     static let applyIretOffset = 0x40
 
     static let generalProtectionOffset = 0xa00
+    /// Never executed: a kicked vCPU's RIP points here, and the fetch faults from ring 3.
+    static let kickOffset = 0xf00
     /// Where, below the IST top, the host keeps the byte that enables the port-I/O fast
     /// path (non-zero: the guest's virtual IOPL allows I/O in its current mode).
     static let fastIOFlagBelowTop: UInt64 = 512

@@ -19,9 +19,6 @@ final class VCPURunner: @unchecked Sendable {
     let wakeup: Wakeup
     var domain: Domain { vcpu.domain }
 
-    /// The vector Domus injects to pull a running vCPU into the hypervisor.
-    static let kickVector: UInt8 = 0x20
-
     private var timer: ThreadTimer?
     /// Operations still to run in the VM when the buffer overflowed.
     private var pendingOperations: [(UInt64, UInt64, UInt64)] = []
@@ -49,7 +46,9 @@ final class VCPURunner: @unchecked Sendable {
 
     func run() {
         cpu.bindCurrentThread()
-        timer = try? ThreadTimer()
+        do { timer = try ThreadTimer() } catch {
+            domain.log.log(.warning, "\(vcpu.name): no host timer (\(error)); guest timers fire only at the next exit")
+        }
         while !domain.isFinished {
             if !vcpu.online || domain.isPaused {
                 // Down (VCPUOP_down), never started, or the domain is paused: wait.
@@ -75,29 +74,24 @@ final class VCPURunner: @unchecked Sendable {
     private var interruptedInGuest = false
     private func atGuestLevel() -> Bool { interruptedInGuest && cpu.specialRegisters.cs.selector & 3 == 3 }
 
-    /// Brings a vCPU interrupted in guest code into the hypervisor the way an interrupt
-    /// would: writes the interrupt frame of its current ring-3 state at the IST top and
-    /// points it at the kick vector's stub in ring 0, whose exit is then handled like
-    /// any other. (KVM_INTERRUPT is not used: KVM injects a queued interrupt at the next
-    /// entry whatever the target, which could be the hypervisor's own ring-0 code.)
+    /// Brings a vCPU interrupted in guest code into the hypervisor: its RIP is pointed
+    /// at the kick address, a supervisor-only page of the hypervisor, so the next
+    /// instruction fetch faults (#PF) through the IST into a stub exit, which is
+    /// handled as a kick with the saved RIP put back. (KVM_INTERRUPT is not used: KVM
+    /// injects a queued interrupt at the next entry whatever the target, which can be
+    /// the hypervisor's own ring-0 code; nor KVM_SET_SREGS to ring 0, which some hosts
+    /// (PVM) do not honour.)
     private func enterKickStub() {
         interruptedInGuest = false
+        guard kickReturn == nil else { return }   // already on its way (interrupted again before the fault)
         var regs = cpu.registers
-        var sregs = cpu.specialRegisters
-        let frame = [regs.rip, UInt64(sregs.cs.selector), regs.rflags, regs.rsp, UInt64(sregs.ss.selector)]
-        for (index, word) in frame.enumerated() {
-            try? domain.memory.write(word, at: GuestPhysicalAddress(area.frame(vcpu.id).rawValue + UInt64(index) * 8))
-        }
-        regs.rsp = area.frameVirtual(vcpu.id)
-        regs.rip = area.vectorStubVirtual(Int(Self.kickVector))
-        regs.rflags = RFlags.fixed
-        sregs.cs = Segment(limit: 0xffff_ffff, selector: FlatSelector.ring0CS64, type: 11, present: true, dpl: 0,
-                           s: true, l: true, g: true)
-        sregs.ss = Segment(limit: 0xffff_ffff, selector: FlatSelector.ring0DS64, type: 3, present: true, dpl: 0,
-                           db: true, s: true, g: true)
+        kickReturn = regs.rip
+        regs.rip = area.kickVirtual
         cpu.registers = regs
-        cpu.specialRegisters = sregs
     }
+
+    /// The guest RIP a pending kick replaced (see `enterKickStub`).
+    private var kickReturn: UInt64?
 
     /// Whether something needs the hypervisor before the guest runs on.
     private func needsAttention() -> Bool {
@@ -172,8 +166,10 @@ final class VCPURunner: @unchecked Sendable {
         context.ss = UInt16(truncatingIfNeeded: frame[4])
         let entry = context
         let outcome: ExitOutcome
-        if vector == Self.kickVector {
+        if vector == X86Exception.pageFault && frame[0] == area.kickVirtual, let saved = kickReturn {
+            kickReturn = nil
             vcpu.count(exit: "kick")
+            context.rip = saved
             outcome = .resume
         } else if (vector == X86Exception.generalProtection || vector == X86Exception.pageFault)
                     && frame[0] == area.syscallStubVirtual {

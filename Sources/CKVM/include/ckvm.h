@@ -88,10 +88,11 @@ static inline uint64_t ckvm_rdtsc(void) {
 
 /// A per-thread POSIX timer that sends `signo` to thread `tid` when it expires
 /// (SIGEV_THREAD_ID). Returns 0 and fills *timer_id, or -1 with errno.
-int ckvm_thread_timer_create(int signo, int tid, void *_Nonnull *_Nonnull timer_id);
+/// The timer is returned as an integer: glibc's first timer_t is 0.
+int ckvm_thread_timer_create(int signo, int tid, intptr_t *timer_id);
 /// Arms the timer for absolute CLOCK_MONOTONIC time `ns` (0 disarms).
-int ckvm_thread_timer_arm(void *timer_id, uint64_t ns);
-int ckvm_thread_timer_delete(void *timer_id);
+int ckvm_thread_timer_arm(intptr_t timer_id, uint64_t ns);
+int ckvm_thread_timer_delete(intptr_t timer_id);
 /// The calling thread's kernel thread id.
 int ckvm_gettid(void);
 /// An eventfd for waking a blocked vCPU thread.
