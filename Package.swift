@@ -46,7 +46,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        .executableTarget(name: "domus-bench", dependencies: ["Toolstack", "KVM", "GuestMemory"]),
+        .executableTarget(name: "domus-bench", dependencies: ["Toolstack", "KVM", "GuestMemory", "Backends", "Hypervisor", "XenStore"]),
 
         .testTarget(name: "XenABITests", dependencies: ["XenABI", "CXenHeaders"]),
         .testTarget(name: "HypervisorTests", dependencies: ["Hypervisor", "XenABI", "GuestMemory"]),

@@ -15,6 +15,10 @@ import Toolstack
 ///
 /// Domain create-to-running time (CreateBench.swift): from the create request to the
 /// first vCPU entering the guest, in-process and through domusd's control socket.
+///
+///     domus-bench xenstore [--operations N]
+///
+/// XenStore operations per second for a local client (XenStoreBench.swift).
 
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
@@ -32,10 +36,14 @@ func fail(_ message: String) -> Never {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
-let usage = "usage: domus-bench hypercall [--calls N] [--runs R] [--guest PATH]\n       domus-bench create [--runs R] [--guest PATH]"
-guard let command = arguments.first, command == "hypercall" || command == "create" else { fail(usage) }
+let usage = "usage: domus-bench hypercall [--calls N] [--runs R] [--guest PATH]\n       domus-bench create [--runs R] [--guest PATH]\n       domus-bench xenstore [--operations N]"
+guard let command = arguments.first, ["hypercall", "create", "xenstore"].contains(command) else { fail(usage) }
 if command == "create" {
     CreateBench.main(arguments)
+    exit(0)
+}
+if command == "xenstore" {
+    XenStoreBench.main(arguments)
     exit(0)
 }
 let calls = value(of: "--calls", in: arguments).map { Int($0) ?? -1 } ?? 10_000
