@@ -496,5 +496,7 @@ dk_xen_install() {
         cp -L "$path" "$dest/lib/x86_64-linux-gnu/$name" ;;
     esac
   done <<<"$out"
+  # glibc loads libgcc_s at run time for pthread_cancel (xenstore-watch uses it).
+  [[ -e /lib/x86_64-linux-gnu/libgcc_s.so.1 ]] && cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$dest/lib/x86_64-linux-gnu/"
   cp -L "$ld" "$dest/lib64/ld-linux-x86-64.so.2"
 }

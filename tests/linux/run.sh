@@ -9,6 +9,7 @@
 #   reboot    `reboot -f`: exit 3
 #   panic     `echo c > /proc/sysrq-trigger`: the kernel panics, Domus reports the
 #             crash: exit 1
+#   xenstore  Debian's xenstore-write, -read, -ls and -watch against Domus's XenStore
 # They run on this host's /dev/kvm, and the boot test also inside the emulated AMD-V
 # machine (scripts/amdv-box), where KVM behaves like real hardware. A machine that is
 # missing makes its tests SKIP with the reason. Exits 1 if any test failed.
@@ -44,6 +45,18 @@ run() {
 # No backslashes or single quotes: init splits /proc/cmdline with xargs.
 BOOT_COMMAND='echo kernel=$(uname -r); echo hypervisor=$(cat /sys/hypervisor/type); echo cpus=$(nproc); grep MemTotal /proc/meminfo; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; echo loop=$i'
 
+XENSTORE_COMMAND='xenstore-write data/x 17; echo read=$(xenstore-read data/x); xenstore-ls data; xenstore-watch -n 2 data/y > /tmp/w & sleep 1; xenstore-write data/y hello; wait; echo watch=$(cat /tmp/w); echo name=$(xenstore-read name); xenstore-ls /local/domain; echo ls=$?'
+
+check_xenstore() {
+  local name=$1
+  if ((rc != 0)); then fail "$name" "domus run exited $rc, expected 0"; return; fi
+  # The watch fires once when set and once for the write; a domU may not list /local/domain.
+  for expected in "read=17" 'x = "17"' "watch=data/y data/y" "name=domus" "Permission denied" "ls=1"; do
+    if ! grep -qF "$expected" "$WORK/$name.log"; then fail "$name" "console lacks \"$expected\""; return; fi
+  done
+  pass "$name"
+}
+
 check_boot() {
   local name=$1
   if ((rc != 0)); then fail "$name" "domus run exited $rc, expected 0"; return; fi
@@ -65,10 +78,14 @@ if [[ -r /dev/kvm && -w /dev/kvm ]]; then
   run panic 240 "echo c > /proc/sysrq-trigger"
   if ((rc == 1)) && grep -q "sysrq: Trigger a crash" "$WORK/panic.log" && grep -q "shut down: crash" "$WORK/panic.log"; then pass panic
   else fail panic "domus run exited $rc, expected 1 after the guest's panic"; fi
+
+  run xenstore 240 "$XENSTORE_COMMAND"
+  check_xenstore xenstore
 else
   skip boot "no usable /dev/kvm on this host"
   skip reboot "no usable /dev/kvm on this host"
   skip panic "no usable /dev/kvm on this host"
+  skip xenstore "no usable /dev/kvm on this host"
 fi
 
 # Inside the emulated AMD-V machine: the same boot, with `syscall` running as on
@@ -80,6 +97,8 @@ if [[ -x scripts/amdv-box ]] && command -v qemu-system-x86_64 >/dev/null; then
   else
     check_boot boot-in-box
   fi
+  run xenstore-in-box 900 "$XENSTORE_COMMAND" scripts/amdv-box --timeout 1000 --
+  check_xenstore xenstore-in-box
 else
   skip boot-in-box "QEMU (scripts/amdv-box) is not available"
 fi
