@@ -19,17 +19,26 @@ enum DescriptorTables {
                 frames.append(FrameNumber(value))
             }
         }
-        let domain = call.domain
         let vcpu = call.vcpu
+        try replaceDescriptorFrames(vcpu.gdtFrames, with: frames, call)
+        vcpu.gdtFrames = frames
+        vcpu.gdtEntries = Int(entries)
+        vcpu.gdtChanged.store(true, ordering: .releasing)
+        return .value(0)
+    }
+
+    /// Makes `frames` descriptor pages (checking their descriptors) and releases `old`,
+    /// all or nothing: what set_gdt and MMUEXT_SET_LDT share.
+    static func replaceDescriptorFrames(_ old: [FrameNumber], with frames: [FrameNumber],
+                                        _ call: HypercallInvocation) throws(XenError) {
+        let domain = call.domain
         var work = PendingMachineWork()
+        defer { call.vcpu.pendingWork.merge(work) }
         try domain.state.withLock { state throws(XenError) in
             var taken: [FrameNumber] = []
             for frame in frames {
-                guard domain.layout.isRAM(frame) else {
-                    for done in taken { state.putPageType(done, domain.mmuEnvironment, &work) }
-                    throw .EINVAL
-                }
                 do throws(XenError) {
+                    guard domain.layout.isRAM(frame) else { throw .EINVAL }
                     try state.getPageType(frame, .segmentDescriptor, domain.mmuEnvironment, &work)
                 } catch {
                     for done in taken { state.putPageType(done, domain.mmuEnvironment, &work) }
@@ -37,13 +46,8 @@ enum DescriptorTables {
                 }
                 taken.append(frame)
             }
-            for old in vcpu.gdtFrames { state.putPageType(old, domain.mmuEnvironment, &work) }
+            for frame in old { state.putPageType(frame, domain.mmuEnvironment, &work) }
         }
-        vcpu.pendingWork.merge(work)
-        vcpu.gdtFrames = frames
-        vcpu.gdtEntries = Int(entries)
-        vcpu.gdtChanged.store(true, ordering: .releasing)
-        return .value(0)
     }
 
     /// Most LDT entries (8192 descriptors, 16 pages).
@@ -67,25 +71,7 @@ enum DescriptorTables {
                 frames.append(physical.frame)
             }
         }
-        var work = PendingMachineWork()
-        try domain.state.withLock { state throws(XenError) in
-            var taken: [FrameNumber] = []
-            for frame in frames {
-                guard domain.layout.isRAM(frame) else {
-                    for done in taken { state.putPageType(done, domain.mmuEnvironment, &work) }
-                    throw .EINVAL
-                }
-                do throws(XenError) {
-                    try state.getPageType(frame, .segmentDescriptor, domain.mmuEnvironment, &work)
-                } catch {
-                    for done in taken { state.putPageType(done, domain.mmuEnvironment, &work) }
-                    throw error
-                }
-                taken.append(frame)
-            }
-            for old in vcpu.ldtFrames { state.putPageType(old, domain.mmuEnvironment, &work) }
-        }
-        vcpu.pendingWork.merge(work)
+        try replaceDescriptorFrames(vcpu.ldtFrames, with: frames, call)
         vcpu.ldtBase = base
         vcpu.ldtEntries = Int(entries)
         vcpu.ldtFrames = frames

@@ -7,6 +7,21 @@ enum MMUOps {
     // MARK: mmu_update
 
     static func mmuUpdate(_ call: inout HypercallInvocation) throws(XenError) -> HypercallOutcome {
+        try batch(call, entrySize: MMUUpdate.size) { bytes, index throws(XenError) in
+            guard let request = try? MMUUpdate(decoding: bytes) else { throw .EFAULT }
+            if call.domain.trace.load(ordering: .relaxed) {
+                call.domain.log.log(.trace, "\(call.vcpu.name):   mmu_update[\(index)] ptr \(hex(request.ptr)) val \(hex(request.val))")
+            }
+            try apply(request, call)
+        }
+        return .value(0)
+    }
+
+    /// The loop mmu_update and mmuext_op share: arguments (list, count, done pointer,
+    /// domain); entries are copied in and handled one by one until one fails; the
+    /// number done is written to the done pointer (if any) and the failure returned.
+    static func batch(_ call: HypercallInvocation, entrySize: Int,
+                      _ handle: (_ bytes: [UInt8], _ index: UInt64) throws(XenError) -> Void) throws(XenError) {
         let list = call.argument(0)
         let count = call.argument(1)
         let doneAddress = call.argument(2)
@@ -14,16 +29,9 @@ enum MMUOps {
         var done: UInt64 = 0
         var failure: XenError?
         while done < count {
-            let bytes: [UInt8]
-            do { bytes = try call.copyIn(list &+ done &* UInt64(MMUUpdate.size), count: MMUUpdate.size) } catch {
-                failure = error
-                break
-            }
-            guard let request = try? MMUUpdate(decoding: bytes) else { failure = .EFAULT; break }
-            if call.domain.trace.load(ordering: .relaxed) {
-                call.domain.log.log(.trace, "\(call.vcpu.name):   mmu_update[\(done)] ptr \(hex(request.ptr)) val \(hex(request.val))")
-            }
-            do { try apply(request, call) } catch {
+            do throws(XenError) {
+                try handle(try call.copyIn(list &+ done &* UInt64(entrySize), count: entrySize), done)
+            } catch {
                 failure = error
                 break
             }
@@ -35,7 +43,6 @@ enum MMUOps {
             try call.copyOut(writer.bytes, to: doneAddress)
         }
         if let failure { throw failure }
-        return .value(0)
     }
 
     static func checkOwnDomain(_ domid: UInt64, _ call: HypercallInvocation) throws(XenError) {
@@ -106,34 +113,13 @@ enum MMUOps {
     // MARK: mmuext_op
 
     static func mmuextOp(_ call: inout HypercallInvocation) throws(XenError) -> HypercallOutcome {
-        let list = call.argument(0)
-        let count = call.argument(1)
-        let doneAddress = call.argument(2)
-        try checkOwnDomain(call.argument(3), call)
-        var done: UInt64 = 0
-        var failure: XenError?
-        while done < count {
-            let bytes: [UInt8]
-            do { bytes = try call.copyIn(list &+ done &* UInt64(MMUExtOp.size), count: MMUExtOp.size) } catch {
-                failure = error
-                break
-            }
-            guard let op = try? MMUExtOp(decoding: bytes) else { failure = .EFAULT; break }
+        try batch(call, entrySize: MMUExtOp.size) { bytes, index throws(XenError) in
+            guard let op = try? MMUExtOp(decoding: bytes) else { throw .EFAULT }
             if call.domain.trace.load(ordering: .relaxed) {
-                call.domain.log.log(.trace, "\(call.vcpu.name):   mmuext_op[\(done)] cmd \(op.cmd) arg1 \(hex(op.arg1)) arg2 \(hex(op.arg2))")
+                call.domain.log.log(.trace, "\(call.vcpu.name):   mmuext_op[\(index)] cmd \(op.cmd) arg1 \(hex(op.arg1)) arg2 \(hex(op.arg2))")
             }
-            do { try extendedOp(op, call) } catch {
-                failure = error
-                break
-            }
-            done += 1
+            try extendedOp(op, call)
         }
-        if doneAddress != 0 {
-            var writer = ByteWriter(size: 4)
-            writer.set(UInt32(truncatingIfNeeded: done), at: 0)
-            try call.copyOut(writer.bytes, to: doneAddress)
-        }
-        if let failure { throw failure }
         return .value(0)
     }
 
