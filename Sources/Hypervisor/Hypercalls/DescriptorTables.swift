@@ -57,7 +57,6 @@ enum DescriptorTables {
     /// (checked, never writable) while in use; the machine layer copies the descriptors
     /// into the hardware LDT (Xen maps them lazily; the effect for the guest is the same).
     static func setLDT(base: UInt64, entries: UInt64, _ call: HypercallInvocation) throws(XenError) {
-        let domain = call.domain
         let vcpu = call.vcpu
         guard base % pageSize == 0, entries <= maximumLDTEntries,
               entries == 0 || GuestPageWalker.isGuestAccessible(.init(base)) && GuestPageWalker.isGuestAccessible(.init(base &+ entries * 8 &- 1)),
