@@ -39,7 +39,6 @@ static const unsigned long CKVM_GET_FPU = KVM_GET_FPU;
 static const unsigned long CKVM_SET_FPU = KVM_SET_FPU;
 static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 static const unsigned long CKVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
-static const unsigned long CKVM_INTERRUPT = KVM_INTERRUPT;
 
 /// A kvm_msrs header followed by room for up to 16 entries.
 typedef struct {
