@@ -1,4 +1,5 @@
 #include "ckvm.h"
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <time.h>
@@ -18,6 +19,33 @@ int ckvm_install_kick_handler(int signo) {
     sigemptyset(&action.sa_mask);
     action.sa_flags = 0;
     return sigaction(signo, &action, 0);
+}
+
+int ckvm_deliver_only_in_guest(int vcpu_fd, int signo) {
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, signo);
+    if (pthread_sigmask(SIG_BLOCK, &block, 0) != 0) return -1;
+    sigset_t running;
+    if (pthread_sigmask(SIG_BLOCK, 0, &running) != 0) return -1;
+    sigdelset(&running, signo);
+    /* struct kvm_signal_mask carries the kernel's 8-byte sigset, the first word of glibc's. */
+    struct { struct kvm_signal_mask header; unsigned char set[8]; } mask;
+    mask.header.len = 8;
+    memcpy(mask.set, &running, 8);
+    if (ioctl(vcpu_fd, KVM_SET_SIGNAL_MASK, &mask) != 0) {
+        pthread_sigmask(SIG_UNBLOCK, &block, 0);   /* keep the signal deliverable anywhere */
+        return -1;
+    }
+    return 0;
+}
+
+void ckvm_consume_signal(int signo) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    struct timespec none = {0, 0};
+    while (sigtimedwait(&set, 0, &none) == signo) {}
 }
 
 int ckvm_thread_timer_create(int signo, int tid, intptr_t *timer_id) {

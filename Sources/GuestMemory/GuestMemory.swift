@@ -38,7 +38,7 @@ public final class GuestMemoryRegion: @unchecked Sendable {
     /// Whether the guest may see this region as its own RAM (false for the
     /// hypervisor's private area).
     public let isGuestRAM: Bool
-    let pointer: UnsafeMutableRawPointer
+    @usableFromInline let pointer: UnsafeMutableRawPointer
 
     /// Maps `size` bytes of zeroed memory for guest-physical `base`.
     public init(base: GuestPhysicalAddress, size: UInt64, name: String, isGuestRAM: Bool) throws(GuestMemoryError) {
@@ -68,7 +68,7 @@ public final class GuestMemoryRegion: @unchecked Sendable {
     public var hostAddress: UInt64 { UInt64(UInt(bitPattern: pointer)) }
 
     /// Whether [address, address + length) lies inside this region.
-    @inline(__always)
+    @inlinable @inline(__always)
     func offset(of address: UInt64, length: UInt64) -> Int? {
         let start = base.rawValue
         guard address >= start else { return nil }
@@ -99,7 +99,7 @@ public final class GuestMemory: @unchecked Sendable {
     /// The guest RAM region starting at guest-physical 0, if any.
     public var ram: GuestMemoryRegion? { regions.first { $0.isGuestRAM } }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     func locate(_ address: GuestPhysicalAddress, _ length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         for region in regions {
             if let offset = region.offset(of: address.rawValue, length: length) {
@@ -116,8 +116,9 @@ public final class GuestMemory: @unchecked Sendable {
 
     // MARK: Plain access
 
-    /// Reads a little-endian integer.
-    @inline(__always)
+    /// Reads a little-endian integer. (Inlinable, so that callers in other modules get a
+    /// specialised load instead of a generic call: the exit path reads many words.)
+    @inlinable @inline(__always)
     public func read<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestPhysicalAddress) throws(GuestMemoryError) -> T {
         let pointer = try locate(address, UInt64(MemoryLayout<T>.size))
         // SAFETY: `locate` checked that the whole value lies inside a live mapping.
@@ -125,7 +126,7 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// Writes a little-endian integer.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func write<T: FixedWidthInteger>(_ value: T, at address: GuestPhysicalAddress) throws(GuestMemoryError) {
         let pointer = try locate(address, UInt64(MemoryLayout<T>.size))
         // SAFETY: `locate` checked that the whole value lies inside a live mapping.

@@ -67,7 +67,10 @@ public final class VirtualCPU: @unchecked Sendable {
         let result = ckvm_ioctl_none(fd, CKVM_RUN)
         if result < 0 {
             let error = errno
-            if error == EINTR || error == EAGAIN { return .interrupted }
+            if error == EINTR || error == EAGAIN {
+                if signalsOnlyInGuest { ckvm_consume_signal(VirtualCPU.kickSignal) }
+                return .interrupted
+            }
             return .internalError(suberror: UInt32(bitPattern: -error))
         }
         return decodeExit()
@@ -113,9 +116,15 @@ public final class VirtualCPU: @unchecked Sendable {
 
     // MARK: Kicks
 
-    /// Records the calling thread as the one that runs this vCPU.
+    /// Whether the kick signal is blocked outside KVM_RUN on the bound thread.
+    private var signalsOnlyInGuest = false
+
+    /// Records the calling thread as the one that runs this vCPU, and blocks the kick
+    /// signal there except inside KVM_RUN, so that a kick or timer signal arriving
+    /// while the thread is in the hypervisor makes the next KVM_RUN return at once.
     public func bindCurrentThread() {
         thread.withLock { $0 = pthread_self() }
+        signalsOnlyInGuest = ckvm_deliver_only_in_guest(fd, VirtualCPU.kickSignal) == 0
     }
 
     /// Makes the current or next KVM_RUN return `.interrupted` (any thread).

@@ -66,6 +66,7 @@ final class VCPURunner: @unchecked Sendable {
             handle(exit)
         }
         timer?.arm(at: nil)
+        armedDeadline = nil
     }
 
     /// Whether the vCPU was interrupted (a kick or a timer signal) in guest code, ring 3,
@@ -100,9 +101,19 @@ final class VCPURunner: @unchecked Sendable {
         return vcpu.upcallPending() && !vcpu.upcallMask()
     }
 
+    /// The host deadline the thread timer was last armed for (nil: disarmed).
+    private var armedDeadline: UInt64?
+
+    /// Arms the thread timer for the guest's next timer, unless it already is: a
+    /// `timer_settime` per exit is a measurable share of an exit's cost. (A timer that
+    /// already fired for this deadline needs no re-arming: `needsAttention` sees the
+    /// deadline pass and kicks the vCPU before it enters the guest.)
     private func armTimer() {
         let expiry = vcpu.timer.withLock { $0.nextExpiry }
-        timer?.arm(at: expiry.map { domain.bootTime &+ $0 })
+        let deadline = expiry.map { domain.bootTime &+ $0 }
+        guard deadline != armedDeadline else { return }
+        timer?.arm(at: deadline)
+        armedDeadline = deadline
     }
 
     private func handle(_ exit: VMExit) {

@@ -72,6 +72,16 @@ static inline uint32_t ckvm_run_system_event_type(const struct kvm_run *run) { r
 /// vCPU thread makes KVM_RUN return EINTR (the kick).
 int ckvm_install_kick_handler(int signo);
 
+/// Blocks `signo` in the calling thread and has KVM unblock it only while vCPU `vcpu_fd`
+/// runs (KVM_SET_SIGNAL_MASK): a kick or timer signal that arrives while the thread is
+/// outside KVM_RUN stays pending and makes the next KVM_RUN return at once, so it is
+/// never lost between the last check and the guest entry.
+int ckvm_deliver_only_in_guest(int vcpu_fd, int signo);
+
+/// Consumes a pending `signo` without waiting (after KVM_RUN returned EINTR: the
+/// signal stays pending once the thread's own mask, which blocks it, is back).
+void ckvm_consume_signal(int signo);
+
 
 /// Atomically sets kvm_run.immediate_exit, so a kick from another thread is seen by
 /// the next or current KVM_RUN.
