@@ -248,4 +248,48 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// A full memory barrier between hypervisor accesses to shared guest structures.
     public func fence() { cga_fence() }
+
+    // MARK: The spin lock shared with code running inside the VM
+
+    /// Takes the spin lock word at `address` (0 when free) for `tag`: spins briefly,
+    /// then yields the CPU between attempts. Returns false if it is still taken after
+    /// `limitNanoseconds` (or the word is not in guest memory); the caller decides.
+    public func acquireSpinLock(at address: GuestPhysicalAddress, tag: UInt64, limitNanoseconds: UInt64) -> Bool {
+        guard let pointer = try? locateAligned(address, 8) else { return false }
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        let word = pointer.assumingMemoryBound(to: UInt64.self)
+        for _ in 0..<1000 {
+            if cga_compare_exchange64(word, 0, tag) == 0 { return true }
+            cga_pause()
+        }
+        var start = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &start)
+        while true {
+            if cga_compare_exchange64(word, 0, tag) == 0 { return true }
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            let elapsed = (now.tv_sec - start.tv_sec) * 1_000_000_000 + (now.tv_nsec - start.tv_nsec)
+            if elapsed >= 0 && UInt64(elapsed) >= limitNanoseconds { return false }
+            sched_yield()
+        }
+    }
+
+    /// Sets the spin lock word to `tag` whoever holds it (after `acquireSpinLock`
+    /// failed because its holder can no longer run); returns the previous holder.
+    public func stealSpinLock(at address: GuestPhysicalAddress, tag: UInt64) -> UInt64 {
+        guard let pointer = try? locateAligned(address, 8) else { return 0 }
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        let word = pointer.assumingMemoryBound(to: UInt64.self)
+        while true {
+            let holder = cga_load64(word)
+            if cga_compare_exchange64(word, holder, tag) == holder { return holder }
+        }
+    }
+
+    /// Releases the spin lock word at `address` if `tag` holds it.
+    public func releaseSpinLock(at address: GuestPhysicalAddress, tag: UInt64) {
+        guard let pointer = try? locateAligned(address, 8) else { return }
+        // SAFETY: aligned, in range, and the mapping outlives the call.
+        _ = cga_compare_exchange64(pointer.assumingMemoryBound(to: UInt64.self), tag, 0)
+    }
 }

@@ -1,4 +1,5 @@
 import GuestMemory
+import Ring0Core
 import Synchronization
 import XenABI
 
@@ -53,8 +54,8 @@ public final class Domain: @unchecked Sendable {
     public let clock: any HostClock
     public private(set) var vcpus: [VCPU] = []
 
-    /// Domain-wide state shared by its vCPUs and backends.
-    public let state: Mutex<DomainState>
+    /// Domain-wide state shared by its vCPUs, backends and the in-VM core.
+    public let state: DomainStateLock
     /// Lifecycle (running, shut down, crashed).
     public let lifecycle = Mutex<DomainLifecycle>(.running)
     /// Called once when the domain shuts down or crashes (any thread).
@@ -87,8 +88,12 @@ public final class Domain: @unchecked Sendable {
         self.log = log
         self.clock = clock
         self.bootTime = clock.monotonicNanoseconds()
-        self.state = Mutex(DomainState(frameCount: layout.ramFrames))
+        self.state = DomainStateLock(DomainState(pages: PageTypeTable(memory: memory, base: layout.pageInfo, frameCount: layout.ramFrames)),
+                                     memory: memory, lockWord: GuestPhysicalAddress(layout.coreHeader.rawValue + UInt64(CoreLayout.headerLock)),
+                                     log: log, domainID: id)
+        initialiseCoreHeader()
         self.vcpus = (0..<max(1, vcpuCount)).map { VCPU(id: $0, domain: self, sharedInfo: layout.sharedInfo) }
+        for vcpu in vcpus { vcpu.initialiseCoreBlock() }
     }
 
     /// Nanoseconds since the domain booted: Xen's "system time".
@@ -175,9 +180,10 @@ public final class Domain: @unchecked Sendable {
         }
     }
 
-    /// Total hypercalls by number across vCPUs (for diagnostics).
+    /// Total hypercalls by number across vCPUs (for diagnostics), including those the
+    /// in-VM core completed.
     public func hypercallCounts() -> [UInt64: UInt64] {
-        var totals: [UInt64: UInt64] = [:]
+        var totals = coreHandledCounts()
         for vcpu in vcpus {
             for (number, count) in vcpu.hypercallCounts.enumerated() where count > 0 {
                 totals[UInt64(number), default: 0] += count
@@ -207,8 +213,8 @@ public struct DomainState: Sendable {
     /// VM assists the guest enabled (bit per VMASST_TYPE_*).
     public var vmAssists: UInt64 = 0
 
-    init(frameCount: UInt64) {
-        pages = PageTypeTable(frameCount: frameCount)
+    init(pages: PageTypeTable) {
+        self.pages = pages
     }
 }
 

@@ -1,4 +1,5 @@
 import GuestMemory
+import Ring0Core
 import Synchronization
 import XenABI
 
@@ -59,13 +60,25 @@ public final class VCPU: @unchecked Sendable {
     public unowned let domain: Domain
 
     // Mode and stacks.
-    public var mode: GuestMode = .kernel
+    /// Mirrored into the core block: the in-VM core serves guest kernel mode only.
+    public var mode: GuestMode = .kernel {
+        didSet {
+            if mode != oldValue { try? domain.memory.write(UInt64(mode == .kernel ? 0 : 1), at: coreField(CoreLayout.vcpuMode)) }
+        }
+    }
     public var kernelSS: UInt16 = FlatSelector.kernelSS64
     public var kernelSP: UInt64 = 0
 
-    // Page tables: the kernel and user L4 (Xen's guest_table and guest_table_user).
-    public var kernelTable: FrameNumber?
-    public var userTable: FrameNumber?
+    // Page tables: the kernel and user L4 (Xen's guest_table and guest_table_user),
+    // kept in the core block, where the in-VM core switches them too (under the lock).
+    public var kernelTable: FrameNumber? {
+        get { coreTable(CoreLayout.vcpuKernelTable) }
+        set { setCoreTable(CoreLayout.vcpuKernelTable, newValue) }
+    }
+    public var userTable: FrameNumber? {
+        get { coreTable(CoreLayout.vcpuUserTable) }
+        set { setCoreTable(CoreLayout.vcpuUserTable, newValue) }
+    }
 
     /// The GS base of the mode not currently active (Xen swaps them on mode switch).
     public var inactiveGSBase: UInt64 = 0

@@ -44,8 +44,9 @@ public final class DomainMachine: @unchecked Sendable {
 
     /// Guest memory for a domain of `ramFrames` pages and `vcpuCount` vCPUs: RAM from 0
     /// and the hypervisor area above it.
-    public static func allocateMemory(ramFrames: UInt64, vcpuCount: Int) throws(MachineError) -> (GuestMemory, HypervisorArea) {
-        let area = HypervisorArea(ramFrames: ramFrames, vcpuCount: vcpuCount)
+    /// `fastPath`: whether the in-VM ring-0 core may complete hypercalls.
+    public static func allocateMemory(ramFrames: UInt64, vcpuCount: Int, fastPath: Bool = true) throws(MachineError) -> (GuestMemory, HypervisorArea) {
+        let area = HypervisorArea(ramFrames: ramFrames, vcpuCount: vcpuCount, fastPath: fastPath)
         do {
             let ram = try GuestMemoryRegion(base: GuestPhysicalAddress(0), size: ramFrames * pageSize, name: "ram", isGuestRAM: true)
             let hypervisor = try GuestMemoryRegion(base: GuestPhysicalAddress(area.base), size: area.totalPages * pageSize,
@@ -121,8 +122,8 @@ public final class DomainMachine: @unchecked Sendable {
         try cpu.setSpecialRegisters(sregs)
         try cpu.setMSRs([
             (MSR.star, UInt64(FlatSelector.ring3CS32) << 48 | UInt64(FlatSelector.ring0CS64) << 32),
-            (MSR.lstar, area.syscallStubVirtual),
-            (MSR.cstar, area.syscallStubVirtual),
+            (MSR.lstar, area.syscallEntryVirtual),
+            (MSR.cstar, area.syscallStubVirtual),   // compatibility-mode syscalls: never the core
             (MSR.sfmask, RFlags.trap | RFlags.interrupt | RFlags.direction | RFlags.alignmentCheck | RFlags.nestedTask),
             (MSR.kernelGSBase, 0),
         ])

@@ -7,11 +7,17 @@
 /// - 0x000 + 8·v: vector v's IDT stub: `out %al, $v; iretq` (the host rewrites the
 ///   frame at the IST top before the iretq runs).
 /// - 0x800: the `syscall` (MSR_LSTAR) stub: `out %ax, $0; iretq`.
+/// - 0x820: with the ring-0 core, MSR_LSTAR's stub instead: `int $0x84` into the core's
+///   syscall gate (which defers to 0x800 what it does not complete); `ud2` after it.
 /// - 0x900: the apply routine.
 /// - 0xa00: the #GP handler with the port-I/O fast path (vector 13's IDT gate).
 enum StubCode {
     static let vectorStubStride = 8
     static let syscallStubOffset = 0x800
+    /// MSR_LSTAR's stub when the ring-0 core runs (see the layout above).
+    static let coreSyscallStubOffset = 0x820
+    /// The vector of the core's syscall gate (DPL 0: raised only by the stub).
+    static let coreSyscallVector: UInt8 = 0x84
     static let applyOffset = 0x900
     /// Port of the syscall stub's 2-byte `out`.
     static let syscallPort: UInt16 = 0
@@ -68,6 +74,11 @@ enum StubCode {
     /// Offset of the final `iretq` inside the apply routine.
     static let applyIretOffset = 0x40
 
+    /// The vector whose stub the ring-0 core jumps to when it completed a hypercall but
+    /// the host wants the vCPU (ring0/entry.S). No gate of this vector is reachable
+    /// from the guest (DPL 0), so its exits come from the core alone.
+    static let attentionVector: UInt8 = 0x83
+
     static let generalProtectionOffset = 0xa00
     /// Never executed: a kicked vCPU's RIP points here, and the fetch faults from ring 3.
     static let kickOffset = 0xf00
@@ -121,6 +132,8 @@ enum StubCode {
         }
         let syscall: [UInt8] = [0x66, 0xe7, 0x00, 0x48, 0xcf]   // out %ax,$0 ; iretq
         for (offset, byte) in syscall.enumerated() { page[syscallStubOffset + offset] = byte }
+        let coreSyscall: [UInt8] = [0xcd, coreSyscallVector, 0x0f, 0x0b]   // int $0x84 ; ud2
+        for (offset, byte) in coreSyscall.enumerated() { page[coreSyscallStubOffset + offset] = byte }
         for (offset, byte) in applyRoutine.enumerated() { page[applyOffset + offset] = byte }
         for (offset, byte) in generalProtection.enumerated() { page[generalProtectionOffset + offset] = byte }
         return page

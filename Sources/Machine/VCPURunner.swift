@@ -2,6 +2,7 @@ import Foundation
 import GuestMemory
 import Hypervisor
 import KVM
+import Ring0Core
 import XenABI
 
 /// The exit loop of one vCPU, on its own thread.
@@ -50,7 +51,8 @@ final class VCPURunner: @unchecked Sendable {
             domain.log.log(.warning, "\(vcpu.name): no host timer (\(error)); guest timers fire only at the next exit")
         }
         while !domain.isFinished {
-            if !vcpu.online || domain.isPaused {
+            syncCoreEnabled()
+            if (!vcpu.online || domain.isPaused) && !stoppedInsideCore {
                 // Down (VCPUOP_down), never started, or the domain is paused: wait.
                 wakeup.wait(until: nil, now: domain.clock.monotonicNanoseconds())
                 continue
@@ -67,6 +69,80 @@ final class VCPURunner: @unchecked Sendable {
         }
         timer?.arm(at: nil)
         armedDeadline = nil
+        // A vCPU stopped inside the core for good must not keep the core's lock.
+        domain.memory.releaseSpinLock(at: coreLockWord, tag: UInt64(vcpu.id) + 1)
+    }
+
+    // MARK: The in-VM core
+
+    /// Where the domain's core lock lives.
+    private var coreLockWord: GuestPhysicalAddress {
+        GuestPhysicalAddress(domain.layout.coreHeader.rawValue + UInt64(CoreLayout.headerLock))
+    }
+
+    /// Whether the last exit interrupted the vCPU inside the core's own code (possibly
+    /// holding its lock), not on its way back to the guest.
+    private var stoppedInsideCore = false
+    /// Whether this runner raised the core's attention flag.
+    private var attentionRaised = false
+    private var coreEnabled: Bool?
+
+    /// Lets the core run unless the domain traces every hypercall, or it has no core.
+    private func syncCoreEnabled() {
+        let enabled = area.fastPath && !domain.trace.load(ordering: .relaxed)
+        if enabled != coreEnabled {
+            domain.setCoreEnabled(enabled)
+            coreEnabled = enabled
+        }
+    }
+
+    /// Asks the core to leave to the host instead of returning to the guest.
+    private func raiseAttention() {
+        try? domain.memory.write(UInt8(1), at: GuestPhysicalAddress(area.coreBlock(vcpu.id).rawValue + UInt64(CoreLayout.vcpuAttention)))
+        attentionRaised = true
+    }
+
+    private func clearAttention() {
+        guard attentionRaised else { return }
+        try? domain.memory.write(UInt8(0), at: GuestPhysicalAddress(area.coreBlock(vcpu.id).rawValue + UInt64(CoreLayout.vcpuAttention)))
+        attentionRaised = false
+    }
+
+    /// A vCPU interrupted (by a kick or its timer) in the hypervisor's ring-0 code while
+    /// something wants it: on a return path, where the guest's whole state is in the
+    /// registers and the frame, it is handled as a kick now; inside the core, the core
+    /// is asked to leave instead of returning. Returns whether it was handled.
+    private func interruptedInRing0(_ sregs: SpecialRegisters) -> Bool {
+        let regs = cpu.registers
+        stoppedInsideCore = area.isInsideCore(regs.rip)
+        guard needsAttention() else { return false }
+        if area.isReturnPoint(regs.rip) && regs.rsp == area.frameVirtual(vcpu.id) {
+            stoppedInsideCore = false
+            vcpu.count(exit: "kick (on the way back to the guest)")
+            resumeFromFrame(regs: regs, sregs: sregs)
+            return true
+        }
+        if stoppedInsideCore { raiseAttention() }
+        return false
+    }
+
+    /// Resumes the guest whose state is in the registers and the IST frame (after the
+    /// core completed a hypercall and left for attention, or at a return point), after
+    /// the usual work before resuming (timers, events).
+    private func resumeFromFrame(regs: Registers, sregs: SpecialRegisters) {
+        guard let words = try? (0..<5).map({ (index: Int) throws -> UInt64 in
+            try domain.memory.read(UInt64.self, at: GuestPhysicalAddress(area.frame(vcpu.id).rawValue + UInt64(index) * 8))
+        }), words[1] & 3 == 3 else {
+            crash("no guest frame to resume at the return point")
+            return
+        }
+        var context = makeContext(regs, sregs)
+        context.rip = words[0]
+        context.cs = UInt16(truncatingIfNeeded: words[1])
+        context.rflags = words[2]
+        context.rsp = words[3]
+        context.ss = UInt16(truncatingIfNeeded: words[4])
+        finish(.resume, context, entry: context, sregs: sregs, stubReturn: area.vectorStubVirtual(Int(StubCode.attentionVector)) + 2)
     }
 
     /// Whether the vCPU was interrupted (a kick or a timer signal) in guest code, ring 3,
@@ -118,6 +194,8 @@ final class VCPURunner: @unchecked Sendable {
 
     private func handle(_ exit: VMExit) {
         if case .interrupted = exit { interruptedInGuest = true } else { interruptedInGuest = false }
+        stoppedInsideCore = false
+        clearAttention()
         switch exit {
         case let .io(port, _, size, _):
             let sregs = cpu.specialRegisters
@@ -133,6 +211,8 @@ final class VCPURunner: @unchecked Sendable {
             }
         case .interrupted:
             vcpu.count(exit: "signal")
+            let sregs = cpu.specialRegisters
+            if sregs.cs.selector & 3 == 0 && interruptedInRing0(sregs) { interruptedInGuest = false }
         case .shutdown:
             crash("triple fault")
         case let .mmio(address, _, isWrite, _):
@@ -177,13 +257,18 @@ final class VCPURunner: @unchecked Sendable {
         context.ss = UInt16(truncatingIfNeeded: frame[4])
         let entry = context
         let outcome: ExitOutcome
-        if vector == X86Exception.pageFault && frame[0] == area.kickVirtual, let saved = kickReturn {
+        if vector == StubCode.attentionVector {
+            // The core completed a hypercall (rax holds its result) and left because
+            // something wants the vCPU: resume through the usual path.
+            vcpu.count(exit: "attention after an in-VM hypercall")
+            outcome = .resume
+        } else if vector == X86Exception.pageFault && frame[0] == area.kickVirtual, let saved = kickReturn {
             kickReturn = nil
             vcpu.count(exit: "kick")
             context.rip = saved
             outcome = .resume
         } else if (vector == X86Exception.generalProtection || vector == X86Exception.pageFault)
-                    && frame[0] == area.syscallStubVirtual {
+                    && (frame[0] == area.syscallEntryVirtual || frame[0] == area.syscallStubVirtual) {
             // Hosts whose ring-3 `syscall` jumps to MSR_LSTAR without changing privilege
             // (PVM): fetching the supervisor-only stub faults (#PF), or its first
             // instruction does (#GP); the syscall's state is in rcx and r11.
@@ -461,6 +546,11 @@ final class VCPURunner: @unchecked Sendable {
             }
             // The stub whose iretq faulted is gone; return through the vector stub's iretq.
             resume(context, sregs: sregs, stubReturn: regs.rip)
+            return
+        }
+        if area.isInsideCore(rip) {
+            domain.memory.releaseSpinLock(at: coreLockWord, tag: UInt64(vcpu.id) + 1)
+            crash("\(X86Exception.mnemonic(vector)) (error \(hex(errorCode))) in the ring-0 core at image offset \(hex(rip - area.coreCodeVirtual)) (cr2 \(hex(sregs.cr2)))")
             return
         }
         let target = lastResumed.map { "returning to rip \(hex($0.rip)) cs \(hex(UInt64($0.cs))) rsp \(hex($0.rsp)) ss \(hex(UInt64($0.ss)))" } ?? ""

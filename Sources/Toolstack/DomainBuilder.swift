@@ -18,6 +18,9 @@ public struct DomainSpec: Sendable {
     public var vcpus: Int
     /// The domain's UUID (xl.cfg `uuid`); a random one if nil, as xl does.
     public var uuid: UUID?
+    /// Whether the in-VM ring-0 core completes the hottest hypercalls inside the VM
+    /// (else every hypercall leaves to the host; for comparison and debugging).
+    public var ring0Core = true
 
     public init(name: String = "domus", id: UInt16 = 1, kernelPath: String, initrdPath: String? = nil,
                 commandLine: String = "", memoryMiB: UInt64 = 128, maxMemoryMiB: UInt64? = nil, vcpus: Int = 1,
@@ -84,7 +87,7 @@ public enum DomainBuilder {
 
         let memory: GuestMemory
         let area: HypervisorArea
-        do { (memory, area) = try DomainMachine.allocateMemory(ramFrames: nrPages, vcpuCount: spec.vcpus) } catch {
+        do { (memory, area) = try DomainMachine.allocateMemory(ramFrames: nrPages, vcpuCount: spec.vcpus, fastPath: spec.ring0Core) } catch {
             throw .machine("cannot allocate \(spec.memoryMiB) MiB for the domain: \(error)")
         }
         let uuid = spec.uuid ?? UUID()
@@ -98,7 +101,7 @@ public enum DomainBuilder {
             try writeSharedInfo(memory, at: area.sharedInfo)
             if let hypercallPage = kernel.layout.hypercallPage, let pfn = kernel.layout.pfn(of: hypercallPage) {
                 try memory.writeBytes(HypercallPage.contents(), at: GuestPhysicalAddress(pfn * pageSize))
-                domain.hypercallPage.store(hypercallPage, ordering: .releasing)
+                domain.setHypercallPage(hypercallPage)
             }
         } catch {
             throw .machine("cannot write the domain's memory: \(error)")

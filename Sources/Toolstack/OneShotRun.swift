@@ -39,6 +39,8 @@ public enum OneShotRun {
         public let lifecycle: DomainLifecycle?
         public let elapsedSeconds: Double
         public let hypercalls: [UInt64: UInt64]
+        /// Of `hypercalls`, those the in-VM ring-0 core completed without an exit.
+        public var inVM: [UInt64: UInt64] = [:]
         public let exits: [String: UInt64]
     }
 
@@ -127,8 +129,9 @@ public enum OneShotRun {
         case .running, .paused:
             status = .crash
         }
-        let outcome = Outcome(status: status, lifecycle: lifecycle, elapsedSeconds: HostClockReading.since(start),
+        var outcome = Outcome(status: status, lifecycle: lifecycle, elapsedSeconds: HostClockReading.since(start),
                               hypercalls: domain.hypercallCounts(), exits: domain.exitCounts())
+        outcome.inVM = domain.coreHandledCounts()
         if options.statistics { diagnostics(statisticsReport(outcome)) }
         return outcome
     }
@@ -138,7 +141,8 @@ public enum OneShotRun {
         var lines = ["domus: ran \(String(format: "%.3f", outcome.elapsedSeconds)) s"]
         lines.append("domus: hypercalls:")
         for (number, count) in outcome.hypercalls.sorted(by: { $0.value > $1.value }) {
-            lines.append("  \(Hypercall.name(of: number)) \(count)")
+            let inVM = outcome.inVM[number].map { " (\($0) in the VM, without an exit)" } ?? ""
+            lines.append("  \(Hypercall.name(of: number)) \(count)\(inVM)")
         }
         lines.append("domus: exits:")
         for (kind, count) in outcome.exits.sorted(by: { $0.value > $1.value }) {

@@ -60,10 +60,13 @@ struct Run: ParsableCommand {
     var stats = false
     @Flag(help: "Connect the terminal to the guest console both ways; Ctrl-] detaches and destroys the domain.")
     var console = false
+    @Flag(help: "Handle every hypercall in the host, without the in-VM ring-0 core (for comparison and debugging).")
+    var noRing0Core = false
 
     func run() throws {
-        var options = OneShotRun.Options(spec: DomainSpec(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,
-                                                          memoryMiB: memory, vcpus: vcpus))
+        var spec = DomainSpec(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus)
+        spec.ring0Core = !noRing0Core
+        var options = OneShotRun.Options(spec: spec)
         options.verbose = verbose
         options.trace = trace
         options.timeoutSeconds = timeout

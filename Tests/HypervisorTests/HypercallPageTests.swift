@@ -15,7 +15,7 @@ struct HypercallPageTests {
 
     func install(_ test: TestDomain) throws {
         try test.write(HypercallPage.contents(), at: Self.page)
-        test.domain.hypercallPage.store(Self.page, ordering: .releasing)
+        test.domain.setHypercallPage(Self.page)
     }
 
     @Test("Each stub at nr·32 is `mov $nr,%eax; int $0x82; ret`, padded with int3")

@@ -16,4 +16,10 @@ static inline uint64_t cga_compare_exchange64(uint64_t *p, uint64_t expected, ui
     return expected;
 }
 static inline void cga_fence(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/// The spin-wait hint (`pause`), for the lock the host shares with the in-VM core.
+static inline void cga_pause(void) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+}
 #endif

@@ -1,4 +1,5 @@
 import GuestMemory
+import Ring0Core
 import XenABI
 
 /// The one type a guest frame has at a time (Xen's PGT_*): a frame used as a page
@@ -55,25 +56,56 @@ public struct PageInfo: Sendable, Equatable {
     /// Present entries in validated L1 tables that map this frame (read-only or writable).
     public var mappings: UInt32 = 0
 
+    public init(type: PageType = .none, typeCount: UInt32 = 0, pinned: Bool = false, mappings: UInt32 = 0) {
+        self.type = type
+        self.typeCount = typeCount
+        self.pinned = pinned
+        self.mappings = mappings
+    }
+
     /// Whether the frame currently is a validated page table.
     public var isActiveTable: Bool { typeCount > 0 && type.level != nil }
 }
 
-/// The type bookkeeping of all RAM frames of a domain.
-public struct PageTypeTable: Sendable {
-    public private(set) var frames: [PageInfo]
+/// The type bookkeeping of all RAM frames of a domain, kept in the page information
+/// table the host shares with the in-VM ring-0 core (`Ring0Core.CoreLayout.pageInfo*`,
+/// at `DomainLayout.pageInfo`): both sides change it only under the domain's lock.
+public struct PageTypeTable: @unchecked Sendable {
+    let memory: GuestMemory
+    let base: GuestPhysicalAddress
+    public let frameCount: UInt64
 
-    public init(frameCount: UInt64) {
-        frames = [PageInfo](repeating: PageInfo(), count: Int(frameCount))
+    public init(memory: GuestMemory, base: GuestPhysicalAddress, frameCount: UInt64) {
+        self.memory = memory
+        self.base = base
+        self.frameCount = frameCount
+    }
+
+    private func entry(_ frame: FrameNumber, _ field: Int) -> GuestPhysicalAddress {
+        GuestPhysicalAddress(base.rawValue + frame.rawValue * UInt64(CoreLayout.pageInfoSize) + UInt64(field))
     }
 
     public subscript(frame: FrameNumber) -> PageInfo? {
-        frame.rawValue < UInt64(frames.count) ? frames[Int(frame.rawValue)] : nil
+        guard frame.rawValue < frameCount,
+              let count: UInt32 = try? memory.read(at: entry(frame, CoreLayout.pageInfoTypeCount)),
+              let mappings: UInt32 = try? memory.read(at: entry(frame, CoreLayout.pageInfoMappings)),
+              let type: UInt8 = try? memory.read(at: entry(frame, CoreLayout.pageInfoType)),
+              let pinned: UInt8 = try? memory.read(at: entry(frame, CoreLayout.pageInfoPinned)) else { return nil }
+        return PageInfo(type: PageType(rawValue: type) ?? .none, typeCount: count, pinned: pinned != 0, mappings: mappings)
     }
 
     mutating func update(_ frame: FrameNumber, _ change: (inout PageInfo) -> Void) {
-        guard frame.rawValue < UInt64(frames.count) else { return }
-        change(&frames[Int(frame.rawValue)])
+        guard var info = self[frame] else { return }
+        change(&info)
+        try? memory.write(info.typeCount, at: entry(frame, CoreLayout.pageInfoTypeCount))
+        try? memory.write(info.mappings, at: entry(frame, CoreLayout.pageInfoMappings))
+        try? memory.write(info.type.rawValue, at: entry(frame, CoreLayout.pageInfoType))
+        try? memory.write(UInt8(info.pinned ? 1 : 0), at: entry(frame, CoreLayout.pageInfoPinned))
+    }
+
+    /// Every frame's information (diagnostics and tests).
+    public var frames: [PageInfo] {
+        (0..<frameCount).map { self[FrameNumber($0)] ?? PageInfo() }
     }
 }
 

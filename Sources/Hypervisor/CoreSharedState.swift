@@ -1,0 +1,105 @@
+import GuestMemory
+import Ring0Core
+import Synchronization
+import XenABI
+
+/// The domain's state behind its lock. Taking it takes two locks: the host's mutex,
+/// then the spin lock the in-VM ring-0 core uses (in the core header, see
+/// `Ring0Core.CoreLayout`), because both change the page information and the vCPUs'
+/// base pointers. The core holds its lock for a few hundred instructions; if the lock
+/// stays taken for `stuckLimit` (its vCPU stopped inside the core, which only happens
+/// when the domain is being torn down or the core is broken), the host takes it over
+/// and says so in the log.
+public final class DomainStateLock: @unchecked Sendable {
+    private let mutex: Mutex<DomainState>
+    private let memory: GuestMemory
+    private let lockWord: GuestPhysicalAddress
+    private let log: HypervisorLog
+    private let domainID: UInt16
+    static let stuckLimit: UInt64 = 2_000_000_000
+
+    init(_ state: DomainState, memory: GuestMemory, lockWord: GuestPhysicalAddress, log: HypervisorLog, domainID: UInt16) {
+        self.mutex = Mutex(state)
+        self.memory = memory
+        self.lockWord = lockWord
+        self.log = log
+        self.domainID = domainID
+    }
+
+    public func withLock<Result, E: Error>(_ body: (inout sending DomainState) throws(E) -> sending Result) throws(E) -> sending Result {
+        try mutex.withLock { state throws(E) -> sending Result in
+            let tag = CoreLayout.hostLockTag
+            if !memory.acquireSpinLock(at: lockWord, tag: tag, limitNanoseconds: Self.stuckLimit) {
+                let holder = memory.stealSpinLock(at: lockWord, tag: tag)
+                log.log(.error, "d\(domainID): the ring-0 core lock stayed taken (holder \(holder)); the host took it over")
+            }
+            defer { memory.releaseSpinLock(at: lockWord, tag: tag) }
+            return try body(&state)
+        }
+    }
+}
+
+extension Domain {
+    /// Writes the parts of the core header the host owns (done at creation).
+    func initialiseCoreHeader() {
+        let header = layout.coreHeader.rawValue
+        try? memory.write(UInt64(0), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerLock)))
+        try? memory.write(UInt64(id), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerDomainID)))
+        try? memory.write(layout.ramFrames, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerRAMFrames)))
+        try? memory.write(UInt64(0), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerEnabled)))
+    }
+
+    /// Records the guest-virtual address of the hypercall page (the domain builder does,
+    /// from the kernel's XEN_ELFNOTE_HYPERCALL_PAGE).
+    public func setHypercallPage(_ address: UInt64) {
+        hypercallPage.store(address, ordering: .releasing)
+        try? memory.write(address, at: GuestPhysicalAddress(layout.coreHeader.rawValue + UInt64(CoreLayout.headerHypercallPage)))
+    }
+
+    /// Lets the in-VM core complete hypercalls (or stops it: while tracing, every
+    /// hypercall must reach the host).
+    public func setCoreEnabled(_ enabled: Bool) {
+        try? memory.write(UInt64(enabled ? 1 : 0), at: GuestPhysicalAddress(layout.coreHeader.rawValue + UInt64(CoreLayout.headerEnabled)))
+    }
+
+    /// Hypercalls the in-VM core completed, by number, across vCPUs.
+    public func coreHandledCounts() -> [UInt64: UInt64] {
+        var totals: [UInt64: UInt64] = [:]
+        for vcpu in vcpus {
+            for number in 0..<UInt64(CoreLayout.counterSlots) {
+                let count = vcpu.coreCounter(CoreLayout.vcpuHandledCounts, number)
+                if count > 0 { totals[number, default: 0] += count }
+            }
+        }
+        return totals
+    }
+}
+
+extension VCPU {
+    /// Guest-physical address of a field of this vCPU's core block.
+    func coreField(_ offset: Int) -> GuestPhysicalAddress {
+        GuestPhysicalAddress(domain.layout.coreVCPUBlock(id).rawValue + UInt64(offset))
+    }
+
+    func coreCounter(_ base: Int, _ number: UInt64) -> UInt64 {
+        (try? domain.memory.read(at: coreField(base + Int(number) * 8))) ?? 0
+    }
+
+    /// Reads a base-pointer field of the core block.
+    func coreTable(_ offset: Int) -> FrameNumber? {
+        guard let value: UInt64 = try? domain.memory.read(at: coreField(offset)), value != CoreLayout.noFrame else { return nil }
+        return FrameNumber(value)
+    }
+
+    func setCoreTable(_ offset: Int, _ frame: FrameNumber?) {
+        try? domain.memory.write(frame?.rawValue ?? CoreLayout.noFrame, at: coreField(offset))
+    }
+
+    /// Writes the parts of the core block the hypervisor core owns (at creation).
+    func initialiseCoreBlock() {
+        try? domain.memory.write(UInt64(id), at: coreField(CoreLayout.vcpuID))
+        setCoreTable(CoreLayout.vcpuKernelTable, nil)
+        setCoreTable(CoreLayout.vcpuUserTable, nil)
+        try? domain.memory.write(UInt64(0), at: coreField(CoreLayout.vcpuMode))
+    }
+}

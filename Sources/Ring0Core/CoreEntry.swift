@@ -1,0 +1,165 @@
+/// The core's entry point: ring0/entry.S calls it for every `int $0x82` (a
+/// hypercall-page call) and every `syscall`, with the guest's registers saved, on the
+/// vCPU's core stack; `entry` says which (`CoreLayout.entry*`).
+@_cdecl("domus_core_hypercall")
+public func domusCoreHypercall(_ registers: UnsafeMutableRawPointer, _ vcpuBlock: UnsafeMutableRawPointer,
+                               _ cr3: UInt64, _ entry: UInt64) -> UInt64 {
+    Core.hypercall(registers: registers, vcpuBlock: vcpuBlock, cr3: cr3, entry: entry)
+}
+
+/// Hypercalls completed inside the VM (see `FastMMU`). The host remains the reference:
+/// the core either does exactly what the host would, or nothing at all.
+public enum Core {
+    static let mmuUpdate: UInt64 = 1
+    static let mmuextOp: UInt64 = 26
+    static let domidSelf: UInt64 = 0x7ff0
+    static let newBaseptr: UInt64 = 5
+    static let tlbFlushLocal: UInt64 = 6
+    static let invlpgLocal: UInt64 = 7
+    static let newUserBaseptr: UInt64 = 15
+
+    /// Handles the hypercall in `registers` (saved as `CoreLayout.saved*`) for the vCPU
+    /// whose block is `vcpuBlock`, with the guest's `cr3` loaded. Returns
+    /// `CoreLayout.resultHandled` (rax set, requests in the vCPU block) or
+    /// `resultDeferred` (nothing changed).
+    public static func hypercall(registers: UnsafeMutableRawPointer, vcpuBlock: UnsafeMutableRawPointer,
+                                 cr3: UInt64, entry: UInt64) -> UInt64 {
+        let vcpu = Words(base: vcpuBlock)
+        let regs = Words(base: registers)
+        let number = regs.u64(UInt64(CoreLayout.savedRAX))
+        let result = attempt(regs, vcpu, cr3: cr3, number: number, entry: entry)
+        if number < UInt64(CoreLayout.counterSlots) {
+            let counters = result == CoreLayout.resultHandled ? CoreLayout.vcpuHandledCounts : CoreLayout.vcpuDeferredCounts
+            let offset = UInt64(counters) &+ number &* 8
+            vcpu.setU64(offset, vcpu.u64(offset) &+ 1)
+        }
+        return result
+    }
+
+    private static func pointer(_ value: UInt64) -> UnsafeMutableRawPointer? {
+        UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: value))
+    }
+
+    private static func attempt(_ regs: Words, _ vcpu: Words, cr3: UInt64, number: UInt64, entry: UInt64) -> UInt64 {
+        guard number == mmuUpdate || number == mmuextOp else { return CoreLayout.resultDeferred }
+        guard vcpu.u64(UInt64(CoreLayout.vcpuVersion)) == CoreLayout.version,
+              let headerBase = pointer(vcpu.u64(UInt64(CoreLayout.vcpuDomainHeader))),
+              let ramBase = pointer(vcpu.u64(UInt64(CoreLayout.vcpuRAMBase))),
+              let pageInfoBase = pointer(vcpu.u64(UInt64(CoreLayout.vcpuPageInfo))) else {
+            return CoreLayout.resultDeferred
+        }
+        let header = Words(base: headerBase)
+        guard header.u64(UInt64(CoreLayout.headerEnabled)) != 0,
+              vcpu.u64(UInt64(CoreLayout.vcpuMode)) == 0 else { return CoreLayout.resultDeferred }
+        // A `syscall` in guest kernel mode is a hypercall; an `int $0x82` only when it
+        // is the hypercall page's own (the saved rip follows it).
+        if entry != CoreLayout.entrySyscall {
+            let page = header.u64(UInt64(CoreLayout.headerHypercallPage))
+            let offset = regs.u64(UInt64(CoreLayout.savedRIP)) &- 2 &- page
+            guard entry == CoreLayout.entryHypercallPage, page != 0, offset < 4096, offset % 32 == 5 else {
+                return CoreLayout.resultDeferred
+            }
+        }
+        // DOMID_SELF or the domain's own id.
+        let domid = regs.u64(UInt64(CoreLayout.savedR10)) & 0xffff
+        guard domid == domidSelf || domid == header.u64(UInt64(CoreLayout.headerDomainID)) else {
+            return CoreLayout.resultDeferred
+        }
+        // The count of done entries goes to the host (it may fault).
+        guard regs.u64(UInt64(CoreLayout.savedRDX)) == 0 else { return CoreLayout.resultDeferred }
+
+        let ramFrames = header.u64(UInt64(CoreLayout.headerRAMFrames))
+        let view = GuestView(ram: Words(base: ramBase), ramFrames: ramFrames)
+        let mmu = FastMMU(ram: Words(base: ramBase), pages: PageInfoTable(words: Words(base: pageInfoBase), frames: ramFrames),
+                          ramFrames: ramFrames)
+        let lock = CoreLock(header: header)
+        let tag = vcpu.u64(UInt64(CoreLayout.vcpuID)) &+ 1
+        let list = regs.u64(UInt64(CoreLayout.savedRDI))
+        let count = regs.u64(UInt64(CoreLayout.savedRSI))
+
+        if number == mmuUpdate {
+            guard count == 1, let ptr = view.readWord(list, root: cr3),
+                  let value = view.readWord(list &+ 8, root: cr3) else { return CoreLayout.resultDeferred }
+            guard lock.acquire(tag: tag) else { return CoreLayout.resultDeferred }
+            let done = mmu.updateEntry(ptr: ptr, value: value)
+            lock.release(tag: tag)
+            guard done else { return CoreLayout.resultDeferred }
+            regs.setU64(UInt64(CoreLayout.savedRAX), 0)
+            return CoreLayout.resultHandled
+        }
+        return extendedOps(regs, vcpu, view: view, mmu: mmu, lock: lock, tag: tag, list: list, count: count, cr3: cr3)
+    }
+
+    /// mmuext_op with one or two of NEW_BASEPTR, NEW_USER_BASEPTR, TLB_FLUSH_LOCAL and
+    /// INVLPG_LOCAL (Linux's switch_mm issues the two base pointers together).
+    private static func extendedOps(_ regs: Words, _ vcpu: Words, view: GuestView, mmu: FastMMU, lock: CoreLock,
+                                    tag: UInt64, list: UInt64, count: UInt64, cr3: UInt64) -> UInt64 {
+        guard count >= 1 && count <= 2 else { return CoreLayout.resultDeferred }
+        // struct mmuext_op: cmd (u32, padded), arg1 (u64), arg2 (u64).
+        guard let command0 = view.readWord(list, root: cr3), let argument0 = view.readWord(list &+ 8, root: cr3) else {
+            return CoreLayout.resultDeferred
+        }
+        var command1: UInt64 = tlbFlushLocal
+        var argument1: UInt64 = 0
+        var flush = false
+        if count == 2 {
+            guard let command = view.readWord(list &+ 24, root: cr3), let argument = view.readWord(list &+ 32, root: cr3) else {
+                return CoreLayout.resultDeferred
+            }
+            command1 = command
+            argument1 = argument
+        }
+        let commands = (command0 & 0xffff_ffff, count == 2 ? command1 & 0xffff_ffff : UInt64.max)
+        let arguments = (argument0, argument1)
+
+        guard lock.acquire(tag: tag) else { return CoreLayout.resultDeferred }
+        let oldKernel = vcpu.u64(UInt64(CoreLayout.vcpuKernelTable))
+        var kernel = oldKernel
+        var user = vcpu.u64(UInt64(CoreLayout.vcpuUserTable))
+        var deltas = FrameDeltas()
+        var invalidate: UInt64?
+        var usable = true
+        for index in 0..<2 {
+            let command = index == 0 ? commands.0 : commands.1
+            let argument = index == 0 ? arguments.0 : arguments.1
+            if command == UInt64.max { break }
+            switch command {
+            case newBaseptr, newUserBaseptr:
+                let isUser = command == newUserBaseptr
+                let old = isUser ? user : kernel
+                let new = isUser && argument == 0 ? CoreLayout.noFrame : argument
+                guard mmu.canSwitchBase(from: old, to: new, deltas: deltas),
+                      deltas.add(new, 1), deltas.add(old, -1) else { usable = false; break }
+                if isUser { user = new } else { kernel = new }
+            case tlbFlushLocal:
+                flush = true
+            case invlpgLocal:
+                if invalidate == nil { invalidate = argument } else { flush = true }
+            default:
+                usable = false
+            }
+            if !usable { break }
+        }
+        guard usable else {
+            lock.release(tag: tag)
+            return CoreLayout.resultDeferred
+        }
+        deltas.apply(to: mmu.pages)
+        vcpu.setU64(UInt64(CoreLayout.vcpuKernelTable), kernel)
+        vcpu.setU64(UInt64(CoreLayout.vcpuUserTable), user)
+        lock.release(tag: tag)
+
+        // As the host's resume does: a new active table is loaded (which flushes);
+        // otherwise the flushes asked for.
+        if kernel != oldKernel && kernel != CoreLayout.noFrame && kernel << 12 != cr3 {
+            vcpu.setU64(UInt64(CoreLayout.vcpuRequestCR3), kernel << 12)
+        } else if flush {
+            vcpu.setU64(UInt64(CoreLayout.vcpuRequestFlush), 1)
+        } else if let invalidate {
+            vcpu.setU64(UInt64(CoreLayout.vcpuInvalidateAddress), invalidate)
+            vcpu.setU64(UInt64(CoreLayout.vcpuRequestInvalidate), 1)
+        }
+        regs.setU64(UInt64(CoreLayout.savedRAX), 0)
+        return CoreLayout.resultHandled
+    }
+}

@@ -1,0 +1,116 @@
+/// The memory the in-VM ring-0 core shares with the host hypervisor.
+///
+/// The core (this module, compiled with Embedded Swift for `x86_64-unknown-none-elf`
+/// and placed in every domain's hypervisor area, see ring0/ and docs/ARCHITECTURE.md)
+/// handles the hottest hypercalls without leaving the VM. It and the host's
+/// `Hypervisor` module keep one copy of the PV MMU's bookkeeping, laid out here, in
+/// supervisor-only pages of the hypervisor area; the host reaches it through
+/// `GuestMemory`, the core through the hypervisor's own mappings.
+///
+/// Everything is little-endian and naturally aligned.
+public enum CoreLayout {
+    /// Bumped whenever a layout below changes; the host writes it into every vCPU block
+    /// and the core refuses to run (takes the slow path) on a mismatch.
+    public static let version: UInt64 = 0x444f_4d55_5330_0001   // "DOMUS0" + 1
+
+    // MARK: Page information: one entry per RAM frame (Xen's page_info)
+
+    public static let pageInfoSize = 16
+    /// u32: references to the frame's type (Xen's type_info count).
+    public static let pageInfoTypeCount = 0
+    /// u32: present entries of validated L1 tables that map the frame.
+    public static let pageInfoMappings = 4
+    /// u8: the frame's type (`PageTypeCode`).
+    public static let pageInfoType = 8
+    /// u8: 1 while pinned (MMUEXT_PIN_Lx_TABLE).
+    public static let pageInfoPinned = 9
+
+    // MARK: The domain header (one page)
+
+    /// u64 spin lock over the page information and the vCPUs' base pointers: 0 when
+    /// free, else the owner's tag (`hostLockTag`, or 1 + vCPU id for the core).
+    public static let headerLock = 0x00
+    /// u64: the domain's id (for DOMID_SELF checks).
+    public static let headerDomainID = 0x08
+    /// u64: number of RAM frames.
+    public static let headerRAMFrames = 0x10
+    /// u64: guest-virtual address of the hypercall page (0: none yet).
+    public static let headerHypercallPage = 0x18
+    /// u64: non-zero while the fast paths may run (zero while hypercalls are traced).
+    public static let headerEnabled = 0x20
+
+    /// The lock tag the host uses.
+    public static let hostLockTag: UInt64 = 0x8000_0000_0000_0000
+
+    // MARK: A vCPU block (one page per vCPU)
+
+    /// u64: `version`.
+    public static let vcpuVersion = 0x000
+    /// u64: where the core finds the domain header (a pointer in the core's address space).
+    public static let vcpuDomainHeader = 0x008
+    /// u64: where the core finds guest RAM frame 0 (the direct map).
+    public static let vcpuRAMBase = 0x010
+    /// u64: where the core finds page information entry 0.
+    public static let vcpuPageInfo = 0x018
+    /// u64: the vCPU's id.
+    public static let vcpuID = 0x020
+    /// u64: the kernel L4's frame number, or `noFrame`.
+    public static let vcpuKernelTable = 0x028
+    /// u64: the user L4's frame number, or `noFrame`.
+    public static let vcpuUserTable = 0x030
+    /// u64: 0 in guest kernel mode, 1 in guest user mode.
+    public static let vcpuMode = 0x038
+    /// u64, set by the core: the CR3 value to load before returning (0: none).
+    public static let vcpuRequestCR3 = 0x040
+    /// u64, set by the core: 1 to flush the TLB (non-global) before returning.
+    public static let vcpuRequestFlush = 0x048
+    /// u64, set by the core: a linear address to invalidate before returning (with
+    /// `vcpuRequestInvalidate` = 1).
+    public static let vcpuRequestInvalidate = 0x050
+    public static let vcpuInvalidateAddress = 0x058
+    /// u8, set by the host: something (an event, a timer) wants the hypervisor, so the
+    /// core's return path must leave to the host instead of returning to the guest.
+    /// Its offset is fixed in ring0/entry.S (relative to the interrupt frame).
+    public static let vcpuAttention = 0x060
+    /// u64 counters, by hypercall number (0..<64): hypercalls the core completed.
+    public static let vcpuHandledCounts = 0x100
+    /// u64 counters, by hypercall number (0..<64): hypercalls the core left to the host.
+    public static let vcpuDeferredCounts = 0x300
+    public static let counterSlots = 64
+
+    /// A base-pointer field holding no table.
+    public static let noFrame: UInt64 = ~0
+
+    // MARK: The saved registers (ring0/entry.S pushes them below the interrupt frame)
+
+    public static let savedR15 = 0, savedR14 = 8, savedR13 = 16, savedR12 = 24, savedR11 = 32
+    public static let savedR10 = 40, savedR9 = 48, savedR8 = 56, savedRBP = 64, savedRDI = 72
+    public static let savedRSI = 80, savedRDX = 88, savedRCX = 96, savedRBX = 104, savedRAX = 112
+    /// The interrupt frame the CPU pushed: rip, cs, rflags, rsp, ss.
+    public static let savedRIP = 120, savedCS = 128, savedRFlags = 136, savedRSP = 144, savedSS = 152
+
+    // MARK: How the guest came in (ring0/entry.S's 4th argument)
+
+    /// `int $0x82` from the hypercall page.
+    public static let entryHypercallPage: UInt64 = 0
+    /// `syscall` (MSR_LSTAR's stub raises the core's gate from ring 0).
+    public static let entrySyscall: UInt64 = 1
+
+    // MARK: What the core returns to ring0/entry.S
+
+    /// Not handled: leave to the host with the registers as they were.
+    public static let resultDeferred: UInt64 = 0
+    /// Handled: rax holds the result; perform the requests in the vCPU block, return.
+    public static let resultHandled: UInt64 = 1
+}
+
+/// Frame types as stored in `CoreLayout.pageInfoType` (the host's `PageType` raw values).
+public enum PageTypeCode {
+    public static let none: UInt8 = 0
+    public static let writable: UInt8 = 1
+    public static let l1: UInt8 = 2
+    public static let l2: UInt8 = 3
+    public static let l3: UInt8 = 4
+    public static let l4: UInt8 = 5
+    public static let segmentDescriptor: UInt8 = 6
+}

@@ -1,0 +1,184 @@
+/// The PV MMU hypercalls the core completes inside the VM: the common, simple cases of
+/// mmu_update and mmuext_op, with exactly the host's validation
+/// (`Hypervisor.PageTableUpdates`, `MMUOps`). Anything else — a frame whose type must
+/// change with validation, a table that would lose its last reference, an error the
+/// guest must see, a batch — is left to the host untouched ("deferred"), and the host
+/// handles the whole hypercall as if the core did not exist. A deferral must therefore
+/// happen before the first change.
+struct FastMMU {
+    let ram: Words
+    let pages: PageInfoTable
+    let ramFrames: UInt64
+
+    // MARK: mmu_update, one request
+
+    /// Applies one MMU_NORMAL_PT_UPDATE or MMU_PT_UPDATE_PRESERVE_AD request to a
+    /// validated page table. Returns false (nothing changed) when the host must do it.
+    /// Called with the core lock held.
+    func updateEntry(ptr: UInt64, value: UInt64) -> Bool {
+        let command = ptr & 3
+        guard command == 0 || command == 2 else { return false }
+        let address = ptr & ~7
+        let frame = address >> 12
+        guard frame < ramFrames else { return false }
+        let type = pages.type(frame)
+        guard pages.typeCount(frame) > 0, type >= PageTypeCode.l1, type <= PageTypeCode.l4 else { return false }
+        let level = UInt64(type &- PageTypeCode.l1) &+ 1
+        let index = (address & 0xfff) >> 3
+        if level == 4 && index >= CorePTE.firstHypervisorSlot && index < CorePTE.endHypervisorSlot { return false }
+
+        let old = ram.atomicLoad(address)
+        let new = command == 2 ? value | (old & (CorePTE.accessed | CorePTE.dirty)) : value
+        if new == old { return true }
+
+        // Check everything before changing anything.
+        guard canAcquire(new, level: level) else { return false }
+        guard canRelease(old, level: level, acquiring: new) else { return false }
+
+        acquire(new, level: level)
+        let stored = CorePTE.adjust(new, level: level)
+        guard ram.compareExchange(address, expected: old, desired: stored) == old else {
+            // The hardware set A/D meanwhile: undo, and let the host retry.
+            release(new, level: level)
+            return false
+        }
+        release(old, level: level)
+        return true
+    }
+
+    /// Whether `entry` at `level` may be installed without the host: present entries
+    /// with allowed flags, pointing at RAM whose type reference needs no validation.
+    func canAcquire(_ entry: UInt64, level: UInt64) -> Bool {
+        guard entry & CorePTE.present != 0 else { return true }
+        guard CorePTE.flagsAllowed(entry, level: level) else { return false }
+        let target = CorePTE.frame(entry)
+        guard target < ramFrames else { return false }   // Xen pages, or an error: the host's
+        let count = pages.typeCount(target)
+        if level == 1 {
+            guard entry & CorePTE.rw != 0 else { return true }
+            if count == 0 { return true }   // becomes writable: no validation needed
+            return pages.type(target) == PageTypeCode.writable && count < UInt32.max &- 1
+        }
+        // An upper entry takes a reference on a table one level down, already validated.
+        return count > 0 && count < UInt32.max &- 1 && pages.type(target) == PageTypeCode.l1 &+ UInt8(truncatingIfNeeded: level &- 2)
+    }
+
+    /// Whether dropping `entry` leaves every table it references with a reference (so
+    /// no table is torn down here), counting the reference `acquiring` takes first.
+    func canRelease(_ entry: UInt64, level: UInt64, acquiring: UInt64) -> Bool {
+        guard entry & CorePTE.present != 0 else { return true }
+        let target = CorePTE.frame(entry)
+        guard target < ramFrames else { return true }
+        var count = pages.typeCount(target)
+        if acquiring & CorePTE.present != 0 && CorePTE.frame(acquiring) == target
+            && (level > 1 || acquiring & CorePTE.rw != 0) {
+            count &+= 1
+        }
+        if level == 1 {
+            guard entry & CorePTE.rw != 0 else { return true }
+            // A writable mapping's reference; the last one going needs no devalidation,
+            // but an underflow is the host's to report.
+            return count > 0 && pages.type(target) == PageTypeCode.writable
+        }
+        return count > 1
+    }
+
+    /// Takes the references `entry` needs (`canAcquire` said it may).
+    func acquire(_ entry: UInt64, level: UInt64) {
+        guard entry & CorePTE.present != 0 else { return }
+        let target = CorePTE.frame(entry)
+        if level == 1 {
+            if entry & CorePTE.rw != 0 {
+                let count = pages.typeCount(target)
+                if count == 0 { pages.setType(target, PageTypeCode.writable) }
+                pages.setTypeCount(target, count &+ 1)
+            }
+            pages.setMappings(target, pages.mappings(target) &+ 1)
+        } else {
+            pages.setTypeCount(target, pages.typeCount(target) &+ 1)
+        }
+    }
+
+    /// Drops the references `entry` held (`canRelease` said no table is torn down).
+    func release(_ entry: UInt64, level: UInt64) {
+        guard entry & CorePTE.present != 0 else { return }
+        let target = CorePTE.frame(entry)
+        guard target < ramFrames else { return }
+        if level == 1 {
+            let mappings = pages.mappings(target)
+            if mappings > 0 { pages.setMappings(target, mappings &- 1) }
+            if entry & CorePTE.rw != 0 { pages.setTypeCount(target, pages.typeCount(target) &- 1) }
+        } else {
+            pages.setTypeCount(target, pages.typeCount(target) &- 1)
+        }
+    }
+
+    // MARK: Base pointers
+
+    /// Whether a base pointer may move from `old` to `new` (frame numbers, `noFrame` for
+    /// none) without the host: `new` is an L4 in use (no validation), and `old` keeps
+    /// a reference afterwards. `deltas` holds the count changes of earlier switches in
+    /// the same batch, not yet made.
+    func canSwitchBase(from old: UInt64, to new: UInt64, deltas: FrameDeltas) -> Bool {
+        if new != CoreLayout.noFrame {
+            guard new < ramFrames, pages.type(new) == PageTypeCode.l4 else { return false }
+            let count = Int64(pages.typeCount(new)) &+ deltas.delta(new)
+            guard count > 0, count < Int64(UInt32.max) &- 1 else { return false }
+        }
+        if old != CoreLayout.noFrame {
+            guard old < ramFrames else { return false }
+            var count = Int64(pages.typeCount(old)) &+ deltas.delta(old)
+            if old == new { count &+= 1 }
+            guard count > 1 else { return false }
+        }
+        return true
+    }
+
+    func switchBase(from old: UInt64, to new: UInt64) {
+        if new != CoreLayout.noFrame { pages.setTypeCount(new, pages.typeCount(new) &+ 1) }
+        if old != CoreLayout.noFrame { pages.setTypeCount(old, pages.typeCount(old) &- 1) }
+    }
+}
+
+/// Pending type-count changes of up to four frames (a batch of two base-pointer
+/// switches), without allocating.
+struct FrameDeltas {
+    private var frames: (UInt64, UInt64, UInt64, UInt64) = (CoreLayout.noFrame, CoreLayout.noFrame, CoreLayout.noFrame, CoreLayout.noFrame)
+    private var changes: (Int64, Int64, Int64, Int64) = (0, 0, 0, 0)
+
+    func delta(_ frame: UInt64) -> Int64 {
+        guard frame != CoreLayout.noFrame else { return 0 }
+        if frames.0 == frame { return changes.0 }
+        if frames.1 == frame { return changes.1 }
+        if frames.2 == frame { return changes.2 }
+        if frames.3 == frame { return changes.3 }
+        return 0
+    }
+
+    /// Records a change; false when all four slots are taken by other frames.
+    mutating func add(_ frame: UInt64, _ change: Int64) -> Bool {
+        guard frame != CoreLayout.noFrame else { return true }
+        if frames.0 == frame { changes.0 &+= change; return true }
+        if frames.1 == frame { changes.1 &+= change; return true }
+        if frames.2 == frame { changes.2 &+= change; return true }
+        if frames.3 == frame { changes.3 &+= change; return true }
+        if frames.0 == CoreLayout.noFrame { frames.0 = frame; changes.0 = change; return true }
+        if frames.1 == CoreLayout.noFrame { frames.1 = frame; changes.1 = change; return true }
+        if frames.2 == CoreLayout.noFrame { frames.2 = frame; changes.2 = change; return true }
+        if frames.3 == CoreLayout.noFrame { frames.3 = frame; changes.3 = change; return true }
+        return false
+    }
+
+    /// Makes the recorded changes.
+    func apply(to pages: PageInfoTable) {
+        Self.apply(frames.0, changes.0, pages)
+        Self.apply(frames.1, changes.1, pages)
+        Self.apply(frames.2, changes.2, pages)
+        Self.apply(frames.3, changes.3, pages)
+    }
+
+    private static func apply(_ frame: UInt64, _ change: Int64, _ pages: PageInfoTable) {
+        guard frame != CoreLayout.noFrame, change != 0 else { return }
+        pages.setTypeCount(frame, UInt32(truncatingIfNeeded: Int64(pages.typeCount(frame)) &+ change))
+    }
+}

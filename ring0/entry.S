@@ -1,0 +1,157 @@
+/*
+ * ring0/entry.S — the entry of Domus's in-VM ring-0 core (Sources/Ring0Core).
+ *
+ * Two ways in, both IST 1, so the guest's interrupt frame is at the top of the vCPU's
+ * IST stack:
+ *   - domus_core_entry: the hypercall gate (int $0x82 from the hypercall page);
+ *   - domus_core_syscall_entry: gate 0x84, which the `syscall` entry (MSR_LSTAR, the
+ *     way Linux makes hypercalls since XSA-466) raises from ring 0 with the guest's
+ *     rsp still loaded; it rewrites the frame into the guest's (rip from rcx, rflags
+ *     from r11, the guest's flat selectors) as if the guest had executed an `int`.
+ * The guest's registers are saved below the frame, the core (Embedded Swift) runs
+ * on the vCPU's own core stack, and then either
+ *   - it completed the hypercall: its TLB/CR3 requests are carried out, the registers
+ *     (with the result in rax) restored, and the guest resumed with iretq — unless
+ *     the host flagged that it wants the vCPU (an event or timer is due), in which
+ *     case the vector-0x83 stub leaves to the host, which resumes the guest itself;
+ *   - or it deferred: the registers are restored untouched and the vector-0x82 stub
+ *     leaves to the host exactly as if the gate pointed there (int $0x82), or the
+ *     slow `syscall` stub does, with the guest's rsp back (syscall).
+ *
+ * The offsets below repeat Sources/Machine/HypervisorArea.swift and
+ * Sources/Ring0Core/CoreLayout.swift; Tests/MachineTests checks that they agree.
+ * The image is linked at 0 (ring0/core.ld) and is position-independent: it only
+ * needs to lie STUBS_TO_CORE bytes above the stubs page.
+ */
+    .equ VCPU_BLOCK_MASK,      0x3ffff      /* HypervisorArea.perVCPUVirtualStride - 1 */
+    .equ IST_TOP,              0x12000      /* the IST stack's top inside a vCPU's block */
+    .equ CORE_BLOCK,           0x2a000      /* HypervisorArea.coreBlockOffset */
+    .equ CORE_STACK_TOP,       0x2d000      /* HypervisorArea.coreStackTopOffset */
+    .equ REQUEST_CR3,          0x40         /* CoreLayout.vcpuRequestCR3 */
+    .equ REQUEST_FLUSH,        0x48         /* CoreLayout.vcpuRequestFlush */
+    .equ REQUEST_INVALIDATE,   0x50         /* CoreLayout.vcpuRequestInvalidate */
+    .equ INVALIDATE_ADDRESS,   0x58         /* CoreLayout.vcpuInvalidateAddress */
+    .equ ATTENTION,            0x60         /* CoreLayout.vcpuAttention */
+    .equ STUBS_TO_CORE,        0x2000       /* HypervisorArea.coreCodeVirtualOffset */
+    .equ STUB_STRIDE,          8            /* StubCode.vectorStubStride */
+    .equ HYPERCALL_VECTOR,     0x82
+    .equ SYSCALL_STUB,         0x800        /* StubCode.syscallStubOffset */
+    .equ GUEST_CS,             0xe033       /* FlatSelector.kernelCS64 (RPL 3) */
+    .equ GUEST_SS,             0xe02b       /* FlatSelector.kernelSS64 (RPL 3) */
+    .equ RFLAGS_IOPL,          0x3000
+    .equ RFLAGS_GUEST_SET,     0x202        /* IF and the fixed bit, as the host resumes */
+    .equ KIND_HYPERCALL_PAGE,  0            /* CoreLayout.entryHypercallPage */
+    .equ KIND_SYSCALL,         1            /* CoreLayout.entrySyscall */
+    .equ ATTENTION_VECTOR,     0x83
+    /* On the return path rsp points at the interrupt frame, 40 bytes below IST_TOP. */
+    .equ ATTENTION_FROM_FRAME, CORE_BLOCK + ATTENTION - (IST_TOP - 40)
+
+    .section .text.entry,"ax",@progbits
+    .macro SAVE_REGISTERS
+    push %rax
+    push %rbx
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %rbp
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    push %r12
+    push %r13
+    push %r14
+    push %r15
+    .endm
+    .macro RESTORE_REGISTERS
+    pop %r15
+    pop %r14
+    pop %r13
+    pop %r12
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rbp
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rbx
+    pop %rax
+    .endm
+
+    .globl domus_core_entry
+domus_core_entry:
+    SAVE_REGISTERS
+    mov $KIND_HYPERCALL_PAGE, %ecx      /* 4th argument: the way in */
+    jmp .Lcommon
+
+    .globl domus_core_syscall_entry
+domus_core_syscall_entry:
+    /* The frame holds the `int $0x84` of the syscall stub; make it the guest's. */
+    mov %rcx, 0(%rsp)
+    movq $GUEST_CS, 8(%rsp)
+    mov %r11, 16(%rsp)
+    andq $~RFLAGS_IOPL, 16(%rsp)
+    orq $RFLAGS_GUEST_SET, 16(%rsp)
+    movq $GUEST_SS, 32(%rsp)
+    SAVE_REGISTERS
+    mov $KIND_SYSCALL, %ecx
+
+.Lcommon:
+    mov %rsp, %rdi                      /* 1st argument: the saved registers */
+    mov %rsp, %rsi
+    and $~VCPU_BLOCK_MASK, %rsi         /* the vCPU's block */
+    lea CORE_STACK_TOP(%rsi), %rsp      /* onto the core stack */
+    add $CORE_BLOCK, %rsi               /* 2nd argument: the core block */
+    mov %cr3, %rdx                      /* 3rd argument: the guest's page table */
+    push %rdi
+    push %rsi
+    push %rcx
+    sub $8, %rsp                        /* keep the stack 16-byte aligned at the call */
+    cld
+    call domus_core_hypercall
+    add $8, %rsp
+    pop %rcx
+    pop %rsi
+    pop %rsp                            /* back to the saved registers */
+    test %rax, %rax
+    jz .Ldeferred
+
+    mov REQUEST_CR3(%rsi), %rax
+    test %rax, %rax
+    jz 1f
+    movq $0, REQUEST_CR3(%rsi)
+    mov %rax, %cr3
+    jmp 3f
+1:  cmpq $0, REQUEST_FLUSH(%rsi)
+    je 2f
+    movq $0, REQUEST_FLUSH(%rsi)
+    mov %cr3, %rax
+    mov %rax, %cr3
+2:  cmpq $0, REQUEST_INVALIDATE(%rsi)
+    je 3f
+    movq $0, REQUEST_INVALIDATE(%rsi)
+    mov INVALIDATE_ADDRESS(%rsi), %rax
+    invlpg (%rax)
+3:  RESTORE_REGISTERS
+    /* From here to domus_core_return_path_end the guest's whole state is in the
+     * registers and the frame: the host may treat an interruption here as a kick. */
+    .globl domus_core_return_path
+domus_core_return_path:
+    cmpb $0, ATTENTION_FROM_FRAME(%rsp)
+    jne domus_core_entry - STUBS_TO_CORE + ATTENTION_VECTOR * STUB_STRIDE
+    iretq
+    .globl domus_core_return_path_end
+domus_core_return_path_end:
+
+.Ldeferred:
+    cmp $KIND_SYSCALL, %ecx
+    je 4f
+    RESTORE_REGISTERS
+    jmp domus_core_entry - STUBS_TO_CORE + HYPERCALL_VECTOR * STUB_STRIDE
+4:  RESTORE_REGISTERS
+    mov 24(%rsp), %rsp                  /* the guest's rsp, as at the `syscall` */
+    jmp domus_core_entry - STUBS_TO_CORE + SYSCALL_STUB
