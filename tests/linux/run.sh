@@ -10,6 +10,7 @@
 #   panic     `echo c > /proc/sysrq-trigger`: the kernel panics, Domus reports the
 #             crash: exit 1
 #   xenstore  Debian's xenstore-write, -read, -ls and -watch against Domus's XenStore
+# In the box, the boot must also show the ring-0 core completing mmu_updates in the VM.
 # They run on this host's /dev/kvm, and the boot test also inside the emulated AMD-V
 # machine (scripts/amdv-box), where KVM behaves like real hardware. A machine that is
 # missing makes its tests SKIP with the reason. Exits 1 if any test failed.
@@ -38,7 +39,7 @@ run() {
   local name=$1 timeout=$2 command=$3; shift 3
   rc=0
   timeout $((timeout + 60)) "$@" "$DOMUS" run --kernel "$KERNEL" --initrd "$INITRD" --memory 512 \
-    --cmdline "console=hvc0 quiet domus.modules=none domus.cmd=\"$command\"" --timeout "$timeout" \
+    --cmdline "console=hvc0 quiet domus.modules=none domus.cmd=\"$command\"" --timeout "$timeout" --stats \
     >"$WORK/$name.log" 2>&1 </dev/null || rc=$?
 }
 
@@ -57,9 +58,13 @@ check_xenstore() {
   pass "$name"
 }
 
+# check_boot NAME [in-vm]: in-vm also wants the ring-0 core's mmu_updates (--stats).
 check_boot() {
-  local name=$1
+  local name=$1 core=${2:-}
   if ((rc != 0)); then fail "$name" "domus run exited $rc, expected 0"; return; fi
+  if [[ $core == in-vm ]] && ! grep -Eq "mmu_update [0-9]+ \([1-9][0-9]* in the VM" "$WORK/$name.log"; then
+    fail "$name" "the ring-0 core completed no mmu_update inside the VM"; return
+  fi
   for expected in "kernel=6." "hypervisor=xen" "cpus=1" "loop=100000" "domus-guest: exit status 0"; do
     if ! grep -q "$expected" "$WORK/$name.log"; then fail "$name" "console lacks \"$expected\""; return; fi
   done
@@ -95,7 +100,7 @@ if [[ -x scripts/amdv-box ]] && command -v qemu-system-x86_64 >/dev/null; then
   if grep -q "amdv-box: .*cannot\|QEMU cannot start" "$WORK/boot-in-box.log"; then
     skip boot-in-box "the emulated AMD-V machine cannot start here"
   else
-    check_boot boot-in-box
+    check_boot boot-in-box in-vm
   fi
   run xenstore-in-box 900 "$XENSTORE_COMMAND" scripts/amdv-box --timeout 1000 --
   check_xenstore xenstore-in-box

@@ -1,0 +1,316 @@
+// The in-VM ring-0 core (Sources/Ring0Core) against the host's PV MMU: the core runs
+// here on the fake guest memory of a TestDomain, through the same shared pages it uses
+// in the VM, and every hypercall it completes must leave exactly the state the host's
+// own handling leaves in a twin domain; every hypercall it defers must leave nothing
+// changed, so that the host then handles it as if the core did not exist.
+
+import GuestMemory
+import Ring0Core
+import Testing
+import XenABI
+
+@testable import Hypervisor
+
+/// A TestDomain whose vCPU 0 can also enter the ring-0 core.
+struct CoreHarness {
+    let test: TestDomain
+    /// The registers ring0/entry.S saves (15 registers, then the interrupt frame).
+    let registers: UnsafeMutableRawPointer
+
+    init() throws {
+        test = try TestDomain()
+        registers = UnsafeMutableRawPointer.allocate(byteCount: CoreLayout.savedSS + 8, alignment: 16)
+        registers.initializeMemory(as: UInt8.self, repeating: 0, count: CoreLayout.savedSS + 8)
+        // The pointers the machine layer writes for the VM's mappings, here the host's.
+        let block = test.layout.coreVCPUBlock(0)
+        try test.memory.write(try hostAddress(test.layout.coreHeader), at: GuestPhysicalAddress(block.rawValue + UInt64(CoreLayout.vcpuDomainHeader)))
+        try test.memory.write(try hostAddress(GuestPhysicalAddress(0)), at: GuestPhysicalAddress(block.rawValue + UInt64(CoreLayout.vcpuRAMBase)))
+        try test.memory.write(try hostAddress(test.layout.pageInfo), at: GuestPhysicalAddress(block.rawValue + UInt64(CoreLayout.vcpuPageInfo)))
+        try test.memory.write(CoreLayout.version, at: GuestPhysicalAddress(block.rawValue + UInt64(CoreLayout.vcpuVersion)))
+        test.domain.setCoreEnabled(true)
+    }
+
+    func hostAddress(_ address: GuestPhysicalAddress) throws -> UInt64 {
+        let region = try #require(test.memory.regions.first { address.rawValue >= $0.base.rawValue && address.rawValue - $0.base.rawValue < $0.size })
+        return region.hostAddress + (address.rawValue - region.base.rawValue)
+    }
+
+    func register(_ offset: Int) -> UInt64 { registers.load(fromByteOffset: offset, as: UInt64.self) }
+    func setRegister(_ offset: Int, _ value: UInt64) { registers.storeBytes(of: value, toByteOffset: offset, as: UInt64.self) }
+
+    /// Enters the core as ring0/entry.S does for hypercall `number` with `arguments`;
+    /// returns rax when it completed the hypercall, nil when it deferred.
+    func core(_ number: UInt64, _ arguments: [UInt64], entry: UInt64 = CoreLayout.entrySyscall,
+              rip: UInt64 = TestDomain.va(TestDomain.codePFN)) throws -> UInt64? {
+        let padded = arguments + [UInt64](repeating: 0, count: max(0, 5 - arguments.count))
+        setRegister(CoreLayout.savedRAX, number)
+        setRegister(CoreLayout.savedRDI, padded[0])
+        setRegister(CoreLayout.savedRSI, padded[1])
+        setRegister(CoreLayout.savedRDX, padded[2])
+        setRegister(CoreLayout.savedR10, padded[3])
+        setRegister(CoreLayout.savedR8, padded[4])
+        setRegister(CoreLayout.savedRIP, rip)
+        let block = try #require(UnsafeMutableRawPointer(bitPattern: UInt(try hostAddress(test.layout.coreVCPUBlock(0)))))
+        let cr3 = try #require(test.vcpu.kernelTable).rawValue << 12
+        let result = Core.hypercall(registers: registers, vcpuBlock: block, cr3: cr3, entry: entry)
+        if result == CoreLayout.resultDeferred {
+            #expect(register(CoreLayout.savedRAX) == number, "a deferred hypercall keeps its registers")
+            return nil
+        }
+        return register(CoreLayout.savedRAX)
+    }
+
+    func request(_ offset: Int) throws -> UInt64 {
+        try test.memory.read(UInt64.self, at: GuestPhysicalAddress(test.layout.coreVCPUBlock(0).rawValue + UInt64(offset)))
+    }
+
+    func clearRequests() throws {
+        for offset in [CoreLayout.vcpuRequestCR3, CoreLayout.vcpuRequestFlush, CoreLayout.vcpuRequestInvalidate] {
+            try test.memory.write(UInt64(0), at: GuestPhysicalAddress(test.layout.coreVCPUBlock(0).rawValue + UInt64(offset)))
+        }
+    }
+
+    func counter(_ base: Int, _ number: UInt64) -> UInt64 { test.vcpu.coreCounter(base, number) }
+}
+
+/// What the core and the host may change: page information, the page-table frames'
+/// contents, and the vCPU's base pointers.
+struct MMUState: Equatable {
+    var pages: [PageInfo]
+    var tables: [[UInt64]]
+    var kernelTable: FrameNumber?
+    var userTable: FrameNumber?
+
+    static let watchedFrames: [UInt64] = [1, 2, 3, 4, 5, 200, 201, 202, 203]
+
+    init(_ test: TestDomain) throws {
+        pages = test.domain.state.withLock { $0.pages.frames }
+        tables = try Self.watchedFrames.map { pfn in
+            let bytes = try test.memory.readBytes(at: GuestPhysicalAddress(pfn << 12), count: 4096)
+            return bytes.withUnsafeBytes { Array($0.bindMemory(to: UInt64.self)) }   // little-endian host
+        }
+        kernelTable = test.vcpu.kernelTable
+        userTable = test.vcpu.userTable
+    }
+
+    /// The first few differences, for a readable failure.
+    func differences(from other: MMUState) -> String {
+        var lines: [String] = []
+        for (pfn, (mine, theirs)) in zip(pages, other.pages).enumerated() where mine != theirs {
+            lines.append("frame \(pfn): \(mine) instead of \(theirs)")
+        }
+        for (frame, (mine, theirs)) in zip(Self.watchedFrames, zip(tables, other.tables)) {
+            for (index, (a, b)) in zip(mine, theirs).enumerated() where a != b {
+                lines.append("entry \(index) of frame \(frame): \(hex(a)) instead of \(hex(b))")
+            }
+        }
+        if kernelTable != other.kernelTable { lines.append("kernel table \(String(describing: kernelTable)) instead of \(String(describing: other.kernelTable))") }
+        if userTable != other.userTable { lines.append("user table \(String(describing: userTable)) instead of \(String(describing: other.userTable))") }
+        return lines.prefix(6).joined(separator: "; ")
+    }
+
+    private func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+}
+
+extension SplitMix {
+    fileprivate mutating func below(_ bound: UInt64) -> UInt64 { next() % bound }
+    fileprivate mutating func pick<T>(_ choices: [T]) -> T { choices[Int(below(UInt64(choices.count)))] }
+    fileprivate mutating func chance(_ percent: UInt64) -> Bool { below(100) < percent }
+}
+
+private let rwLeaf = PTE.present | PTE.rw | PTE.accessed
+private let roLeaf = PTE.present | PTE.accessed
+private let tableFlags = TestDomain.tableFlags
+
+/// Sets up, identically in a domain, what the random operations work on: a second L4
+/// (frame 200, sharing the kernel's L3) and two more L1s (201, 202), read-only where
+/// the fixture maps them, and frame 203 read-only as a future L1.
+private func prepare(_ test: TestDomain) throws {
+    for pfn: UInt64 in [200, 201, 202, 203] {
+        #expect(try test.setEntry(TestDomain.l1Entry(mapping: pfn), entry(pfn, roLeaf)) == 0)
+    }
+    let kernelIndex = GuestVirtualAddress(TestDomain.virtualBase).tableIndex(level: 4)
+    try test.writeTable(200, [kernelIndex: TestDomain.l3Frame.rawValue << 12 | tableFlags])
+    #expect(try test.pin(200, level: 4) == 0)
+    #expect(try test.pin(201, level: 1) == 0)
+    #expect(try test.setEntry(TestDomain.entryAddress(TestDomain.l2Frame, 2), entry(202, tableFlags)) == 0)
+    test.vcpu.pendingWork = PendingMachineWork()
+}
+
+/// One random hypercall of the kinds Linux makes most: single-entry mmu_updates of L1
+/// and L2 entries, and mmuext_op base-pointer switches and flushes (with some the core
+/// must defer: batches, pins, machphys updates, bad values).
+private func randomHypercall(_ random: inout SplitMix) -> (number: Hypercall, payload: [UInt8], count: UInt64) {
+    if random.chance(65) {
+        let count: UInt64 = random.chance(92) ? 1 : 2
+        var payload: [UInt8] = []
+        for _ in 0..<count {
+            let command = random.chance(90) ? random.pick([MMUUpdateCommand.normalPTUpdate, MMUUpdateCommand.ptUpdatePreserveAD])
+                : random.pick([MMUUpdateCommand.machphysUpdate, MMUUpdateCommand.ptUpdateNoTranslate])
+            let slot: GuestPhysicalAddress
+            var value: UInt64
+            if random.chance(80) {
+                let table = random.pick([TestDomain.l1Frame, TestDomain.l1Frame, FrameNumber(201), FrameNumber(202)])
+                let index = random.chance(90) ? Int(180 + random.below(80)) : Int(random.pick([200, 201, 202, 203, 1, 4]))
+                slot = TestDomain.entryAddress(table, index)
+                let frame = random.chance(85) ? 180 + random.below(90)
+                    : random.pick([1, 2, 4, 5, 200, 201, 202, 203, TestDomain.ramFrames + 3])
+                var flags = random.chance(80) ? PTE.present : 0
+                for bit in [PTE.rw, PTE.user, PTE.accessed, PTE.dirty, PTE.global, PTE.nx] where random.chance(45) { flags |= bit }
+                if random.chance(4) { flags |= random.pick([PTE.pse, 1 << 62, 1 << 9]) }
+                value = entry(frame, flags)
+            } else {
+                slot = TestDomain.entryAddress(random.chance(80) ? TestDomain.l2Frame : FrameNumber(200), Int(random.pick([2, 3, 4, 300, 510])))
+                value = random.chance(25) ? 0 : entry(random.pick([201, 202, 203, 4, 190]), random.chance(90) ? tableFlags : tableFlags | PTE.pse)
+            }
+            if random.chance(2) { value = random.next() }
+            payload += MMUUpdate(ptr: slot.rawValue | command, val: value).encode()
+        }
+        return (.mmuUpdate, payload, count)
+    }
+    let count: UInt64 = random.chance(70) ? 2 : random.chance(85) ? 1 : 3
+    var payload: [UInt8] = []
+    for _ in 0..<count {
+        let op: MMUExtOp
+        switch random.below(10) {
+        case 0, 1, 2: op = MMUExtOp(cmd: MMUExtCommand.newBaseptr, arg1: random.chance(90) ? random.pick([1, 200]) : random.pick([201, 4, 9999]))
+        case 3, 4, 5: op = MMUExtOp(cmd: MMUExtCommand.newUserBaseptr, arg1: random.chance(90) ? random.pick([0, 1, 200]) : random.pick([201, 4]))
+        case 6: op = MMUExtOp(cmd: MMUExtCommand.tlbFlushLocal)
+        case 7: op = MMUExtOp(cmd: MMUExtCommand.invlpgLocal, arg1: TestDomain.va(200 + random.below(8)))
+        case 8: op = MMUExtOp(cmd: random.pick([MMUExtCommand.pinL1Table, MMUExtCommand.unpinTable]), arg1: 203)
+        default: op = MMUExtOp(cmd: random.pick([MMUExtCommand.tlbFlushAll, MMUExtCommand.setLDT, 99]))
+        }
+        payload += op.encode()
+    }
+    return (.mmuextOp, payload, count)
+}
+
+@Suite("The in-VM ring-0 core")
+struct Ring0CoreTests {
+    @Test("Completes what the host would, to the bit, and defers the rest untouched (2000 random hypercalls)")
+    func differential() throws {
+        let reference = try TestDomain()
+        let harness = try CoreHarness()
+        let test = harness.test
+        try prepare(reference)
+        try prepare(test)
+        #expect(try MMUState(reference) == MMUState(test))
+
+        var random = SplitMix(seed: 0x646f_6d75_73)
+        var completed: [Hypercall: Int] = [:]
+        var deferred = 0
+        for step in 0..<2000 {
+            let call = randomHypercall(&random)
+            // The host, alone.
+            try reference.write(call.payload, at: TestDomain.mmuList)
+            reference.call(call.number, TestDomain.mmuList, call.count, 0, UInt64(DomainID.`self`))
+            reference.vcpu.pendingWork = PendingMachineWork()
+            // The core first, then the host if it deferred.
+            try test.write(call.payload, at: TestDomain.mmuList)
+            let before = try MMUState(test)
+            let result: Int64
+            if let rax = try harness.core(call.number.rawValue, [TestDomain.mmuList, call.count, 0, UInt64(DomainID.`self`)]) {
+                completed[call.number, default: 0] += 1
+                result = Int64(bitPattern: rax)
+            } else {
+                deferred += 1
+                let after = try MMUState(test)
+                if after != before { Issue.record("step \(step): a deferral changed state: \(after.differences(from: before))") }
+                test.call(call.number, TestDomain.mmuList, call.count, 0, UInt64(DomainID.`self`))
+                result = test.result
+            }
+            test.vcpu.pendingWork = PendingMachineWork()
+            try harness.clearRequests()
+            #expect(result == reference.result, "step \(step): \(call.number) returned \(result), the host \(reference.result)")
+            let expected = try MMUState(reference)
+            let actual = try MMUState(test)
+            if actual != expected { Issue.record("step \(step): \(call.number) left a different state: \(actual.differences(from: expected))") }
+            if actual != expected || result != reference.result { break }
+        }
+        try test.checkPageBookkeeping()
+        // Both paths were exercised, and the core's counters agree.
+        #expect(completed[.mmuUpdate, default: 0] > 400 && completed[.mmuextOp, default: 0] > 100 && deferred > 300,
+                "completed \(completed), deferred \(deferred)")
+        #expect(harness.counter(CoreLayout.vcpuHandledCounts, Hypercall.mmuUpdate.rawValue) == UInt64(completed[.mmuUpdate, default: 0]))
+    }
+
+    @Test("A base-pointer switch asks for the new CR3; flushes and invlpg are requested as asked")
+    func requests() throws {
+        let harness = try CoreHarness()
+        let test = harness.test
+        try prepare(test)
+        try test.write(MMUExtOp(cmd: MMUExtCommand.newBaseptr, arg1: 200).encode(), at: TestDomain.mmuList)
+        #expect(try harness.core(Hypercall.mmuextOp.rawValue, [TestDomain.mmuList, 1, 0, UInt64(DomainID.`self`)]) == 0)
+        #expect(try harness.request(CoreLayout.vcpuRequestCR3) == 200 << 12)
+        #expect(test.vcpu.kernelTable == FrameNumber(200))
+        try harness.clearRequests()
+
+        try test.write(MMUExtOp(cmd: MMUExtCommand.invlpgLocal, arg1: 0x1234_5000).encode(), at: TestDomain.mmuList)
+        #expect(try harness.core(Hypercall.mmuextOp.rawValue, [TestDomain.mmuList, 1, 0, UInt64(DomainID.`self`)]) == 0)
+        #expect(try harness.request(CoreLayout.vcpuRequestInvalidate) == 1)
+        #expect(try harness.request(CoreLayout.vcpuInvalidateAddress) == 0x1234_5000)
+        #expect(try harness.request(CoreLayout.vcpuRequestCR3) == 0)
+        try harness.clearRequests()
+
+        try test.write(MMUExtOp(cmd: MMUExtCommand.tlbFlushLocal).encode(), at: TestDomain.mmuList)
+        #expect(try harness.core(Hypercall.mmuextOp.rawValue, [TestDomain.mmuList, 1, 0, UInt64(DomainID.`self`)]) == 0)
+        #expect(try harness.request(CoreLayout.vcpuRequestFlush) == 1)
+    }
+
+    @Test("Defers when disabled, in guest user mode, for another domain, with a done pointer, or for other hypercalls")
+    func deferrals() throws {
+        let harness = try CoreHarness()
+        let test = harness.test
+        let slot = TestDomain.l1Entry(mapping: 190)
+        try test.write(MMUUpdate(ptr: slot.rawValue, val: entry(190, rwLeaf)).encode(), at: TestDomain.mmuList)
+        let update = Hypercall.mmuUpdate.rawValue
+        let arguments = [TestDomain.mmuList, 1, 0, UInt64(DomainID.`self`)]
+
+        test.domain.setCoreEnabled(false)
+        #expect(try harness.core(update, arguments) == nil)
+        test.domain.setCoreEnabled(true)
+        test.vcpu.mode = .user
+        #expect(try harness.core(update, arguments) == nil)
+        test.vcpu.mode = .kernel
+        #expect(try harness.core(update, [TestDomain.mmuList, 1, 0, 7]) == nil)
+        #expect(try harness.core(update, [TestDomain.mmuList, 1, TestDomain.mmuDone, UInt64(DomainID.`self`)]) == nil)
+        #expect(try harness.core(Hypercall.xenVersion.rawValue, [0, 0]) == nil)
+        // The list must be mapped (the core never faults).
+        #expect(try harness.core(update, [0x4000_0000, 1, 0, UInt64(DomainID.`self`)]) == nil)
+        #expect(try test.physical(slot) == kernelL1(190, rwLeaf))   // unchanged: still the fixture's mapping
+        #expect(harness.counter(CoreLayout.vcpuDeferredCounts, update) == 5)
+
+        // The domain's own id is as good as DOMID_SELF.
+        try test.write(MMUUpdate(ptr: slot.rawValue, val: entry(190, roLeaf)).encode(), at: TestDomain.mmuList)
+        #expect(try harness.core(update, [TestDomain.mmuList, 1, 0, UInt64(test.domain.id)]) == 0)
+        #expect(try test.physical(slot) == kernelL1(190, roLeaf))
+        #expect(harness.counter(CoreLayout.vcpuHandledCounts, update) == 1)
+    }
+
+    @Test("An int $0x82 is a hypercall only from the hypercall page's own stubs")
+    func hypercallPageEntry() throws {
+        let harness = try CoreHarness()
+        let test = harness.test
+        let page = TestDomain.va(TestDomain.codePFN)
+        test.domain.setHypercallPage(page)
+        let slot = TestDomain.l1Entry(mapping: 190)
+        try test.write(MMUUpdate(ptr: slot.rawValue, val: entry(190, roLeaf)).encode(), at: TestDomain.mmuList)
+        let arguments = [TestDomain.mmuList, 1, 0, UInt64(DomainID.`self`)]
+        let afterInt = page + UInt64(Hypercall.mmuUpdate.rawValue) * 32 + 7
+        #expect(try harness.core(Hypercall.mmuUpdate.rawValue, arguments, entry: CoreLayout.entryHypercallPage, rip: afterInt + 1) == nil)
+        #expect(try harness.core(Hypercall.mmuUpdate.rawValue, arguments, entry: CoreLayout.entryHypercallPage, rip: page + 0x2000) == nil)
+        #expect(try harness.core(Hypercall.mmuUpdate.rawValue, arguments, entry: 7, rip: afterInt) == nil)
+        #expect(try harness.core(Hypercall.mmuUpdate.rawValue, arguments, entry: CoreLayout.entryHypercallPage, rip: afterInt) == 0)
+        #expect(try test.physical(slot) == kernelL1(190, roLeaf))
+    }
+
+    @Test("The core's copy of Xen's entry rules agrees with the host's")
+    func entryRules() {
+        #expect(CorePTE.present == PTE.present && CorePTE.rw == PTE.rw && CorePTE.user == PTE.user)
+        #expect(CorePTE.accessed == PTE.accessed && CorePTE.dirty == PTE.dirty && CorePTE.pse == PTE.pse)
+        #expect(CorePTE.global == PTE.global && CorePTE.nx == PTE.nx && CorePTE.addressMask == PTE.addressMask)
+        #expect(PageTypeCode.writable == PageType.writable.rawValue && PageTypeCode.l1 == PageType.l1.rawValue)
+        #expect(PageTypeCode.l4 == PageType.l4.rawValue && PageTypeCode.segmentDescriptor == PageType.segmentDescriptor.rawValue)
+        #expect(CorePTE.firstHypervisorSlot == 256 && CorePTE.endHypervisorSlot == 272)
+    }
+}

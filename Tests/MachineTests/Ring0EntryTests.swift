@@ -1,0 +1,100 @@
+// ring0/entry.S repeats offsets of the hypervisor area and of the core's shared layout
+// as `.equ` constants (it is assembled alone); these tests hold them to the Swift.
+
+import Foundation
+import Ring0Core
+import Testing
+import Hypervisor
+import XenABI
+
+@testable import Machine
+
+@Suite("ring0/entry.S")
+struct Ring0EntryTests {
+    static let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("ring0/entry.S")
+
+    /// The `.equ NAME, value` lines with a plain number as value.
+    static func constants() throws -> [String: UInt64] {
+        let text = try String(contentsOf: source, encoding: .utf8)
+        var constants: [String: UInt64] = [:]
+        for line in text.split(separator: "\n") {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            guard trimmed.hasPrefix(".equ ") else { continue }
+            let parts = trimmed.dropFirst(5).split(separator: ",", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let name = parts[0].trimmingCharacters(in: .whitespaces)
+            let value = parts[1].split(separator: "/").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+            if value.hasPrefix("0x"), let number = UInt64(value.dropFirst(2), radix: 16) {
+                constants[name] = number
+            } else if let number = UInt64(value) {
+                constants[name] = number
+            }
+        }
+        return constants
+    }
+
+    @Test("Its constants agree with HypervisorArea, StubCode, CoreLayout and the flat selectors")
+    func constantsAgree() throws {
+        let equ = try Self.constants()
+        let area = HypervisorArea(ramFrames: 256, vcpuCount: 2)
+        let expected: [String: UInt64] = [
+            "VCPU_BLOCK_MASK": HypervisorArea.perVCPUVirtualStride - 1,
+            "IST_TOP": area.istTopVirtual(0) - area.vcpuVirtual(0),
+            "CORE_BLOCK": HypervisorArea.coreBlockOffset,
+            "CORE_STACK_TOP": HypervisorArea.coreStackTopOffset,
+            "REQUEST_CR3": UInt64(CoreLayout.vcpuRequestCR3),
+            "REQUEST_FLUSH": UInt64(CoreLayout.vcpuRequestFlush),
+            "REQUEST_INVALIDATE": UInt64(CoreLayout.vcpuRequestInvalidate),
+            "INVALIDATE_ADDRESS": UInt64(CoreLayout.vcpuInvalidateAddress),
+            "ATTENTION": UInt64(CoreLayout.vcpuAttention),
+            "STUBS_TO_CORE": HypervisorArea.coreCodeVirtualOffset,
+            "STUB_STRIDE": UInt64(StubCode.vectorStubStride),
+            "HYPERCALL_VECTOR": UInt64(HypercallPage.vector),
+            "SYSCALL_STUB": UInt64(StubCode.syscallStubOffset),
+            "GUEST_CS": UInt64(FlatSelector.kernelCS64 | 3),
+            "GUEST_SS": UInt64(FlatSelector.kernelSS64 | 3),
+            "RFLAGS_IOPL": RFlags.iopl,
+            "RFLAGS_GUEST_SET": RFlags.interrupt | RFlags.fixed,
+            "KIND_HYPERCALL_PAGE": CoreLayout.entryHypercallPage,
+            "KIND_SYSCALL": CoreLayout.entrySyscall,
+            "ATTENTION_VECTOR": UInt64(StubCode.attentionVector),
+        ]
+        for (name, value) in expected {
+            #expect(equ[name] == value, "\(name) in ring0/entry.S")
+        }
+        // Every vCPU block is aligned to its stride, so the mask finds it from the IST stack.
+        #expect(area.vcpuVirtual(1) % HypervisorArea.perVCPUVirtualStride == 0)
+        #expect(HypervisorArea.coreStackTopOffset <= HypervisorArea.perVCPUVirtualStride)
+    }
+
+    /// Whether the Swift toolchain next to `swiftc` has the LLVM tools the core's build needs.
+    static var llvmToolsAvailable: Bool {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        for directory in path.split(separator: ":") {
+            let swiftc = URL(fileURLWithPath: String(directory)).appendingPathComponent("swiftc")
+            guard FileManager.default.isExecutableFile(atPath: swiftc.path) else { continue }
+            let bin = swiftc.resolvingSymlinksInPath().deletingLastPathComponent()
+            return ["clang", "ld.lld", "llvm-objcopy", "llvm-nm", "llvm-objdump"].allSatisfy {
+                FileManager.default.isExecutableFile(atPath: bin.appendingPathComponent($0).path)
+            }
+        }
+        return false
+    }
+
+    @Test("The committed core image matches its sources (scripts/build-ring0-core --check)",
+          .enabled(if: llvmToolsAvailable, "needs swiftc with the toolchain's clang, ld.lld and llvm-objcopy on PATH"))
+    func imageIsCurrent() throws {
+        let repository = Self.source.deletingLastPathComponent().deletingLastPathComponent()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [repository.appendingPathComponent("scripts/build-ring0-core").path, "--check"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "\(text)")
+    }
+}
