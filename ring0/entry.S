@@ -10,13 +10,18 @@
  *     from r11, the guest's flat selectors) as if the guest had executed an `int`.
  * The guest's registers are saved below the frame, the core (Embedded Swift) runs
  * on the vCPU's own core stack, and then either
- *   - it completed the hypercall: its TLB/CR3 requests are carried out, the registers
+ *   - it completed the hypercall: its TLB/CR3/MSR requests are carried out, the registers
  *     (with the result in rax) restored, and the guest resumed with iretq — unless
  *     the host flagged that it wants the vCPU (an event or timer is due), in which
  *     case the vector-0x83 stub leaves to the host, which resumes the guest itself;
  *   - or it deferred: the registers are restored untouched and the vector-0x82 stub
  *     leaves to the host exactly as if the gate pointed there (int $0x82), or the
  *     slow `syscall` stub does, with the guest's rsp back (syscall).
+ *
+ * A third way in, domus_core_gp_entry (gate 13), completes a guest `cli` that its
+ * virtual IOPL allows (Linux's this_cpu_cmpxchg16b_emu runs one per early slab
+ * allocation) by setting the vCPU's event mask, and passes every other #GP to the
+ * stubs page's handler untouched.
  *
  * The offsets below repeat Sources/Machine/HypervisorArea.swift and
  * Sources/Ring0Core/CoreLayout.swift; Tests/MachineTests checks that they agree.
@@ -32,6 +37,8 @@
     .equ REQUEST_INVALIDATE,   0x50         /* CoreLayout.vcpuRequestInvalidate */
     .equ INVALIDATE_ADDRESS,   0x58         /* CoreLayout.vcpuInvalidateAddress */
     .equ ATTENTION,            0x60         /* CoreLayout.vcpuAttention */
+    .equ REQUEST_MSR,          0x90         /* CoreLayout.vcpuRequestMSR */
+    .equ REQUEST_MSR_VALUE,    0x98         /* CoreLayout.vcpuRequestMSRValue */
     .equ STUBS_TO_CORE,        0x2000       /* HypervisorArea.coreCodeVirtualOffset */
     .equ STUB_STRIDE,          8            /* StubCode.vectorStubStride */
     .equ HYPERCALL_VECTOR,     0x82
@@ -42,6 +49,12 @@
     .equ RFLAGS_GUEST_SET,     0x202        /* IF and the fixed bit, as the host resumes */
     .equ KIND_HYPERCALL_PAGE,  0            /* CoreLayout.entryHypercallPage */
     .equ KIND_SYSCALL,         1            /* CoreLayout.entrySyscall */
+    .equ FAST_IO_BELOW_TOP,    512          /* StubCode.fastIOFlagBelowTop */
+    .equ FAST_IO_FLAG,         IST_TOP - FAST_IO_BELOW_TOP  /* set: virtual IOPL allows cli */
+    .equ VCPU_INFO,            0x68         /* CoreLayout.vcpuInfo */
+    .equ RAM_BASE,             0x10         /* CoreLayout.vcpuRAMBase */
+    .equ UPCALL_MASK,          1            /* vcpu_info.evtchn_upcall_mask */
+    .equ GP_STUB,              0xa00        /* StubCode.generalProtectionOffset */
     .equ ATTENTION_VECTOR,     0x83
     /* On the return path rsp points at the interrupt frame, 40 bytes below IST_TOP. */
     .equ ATTENTION_FROM_FRAME, CORE_BLOCK + ATTENTION - (IST_TOP - 40)
@@ -136,7 +149,15 @@ domus_core_syscall_entry:
     movq $0, REQUEST_INVALIDATE(%rsi)
     mov INVALIDATE_ADDRESS(%rsi), %rax
     invlpg (%rax)
-3:  RESTORE_REGISTERS
+3:  mov REQUEST_MSR(%rsi), %rcx         /* FS or GS base (set_segment_base) */
+    test %rcx, %rcx
+    jz 5f
+    movq $0, REQUEST_MSR(%rsi)
+    mov REQUEST_MSR_VALUE(%rsi), %rax
+    mov %rax, %rdx
+    shr $32, %rdx
+    wrmsr
+5:  RESTORE_REGISTERS
     /* From here to domus_core_return_path_end the guest's whole state is in the
      * registers and the frame: the host may treat an interruption here as a kick. */
     .globl domus_core_return_path
@@ -155,3 +176,33 @@ domus_core_return_path_end:
 4:  RESTORE_REGISTERS
     mov 24(%rsp), %rsp                  /* the guest's rsp, as at the `syscall` */
     jmp domus_core_entry - STUBS_TO_CORE + SYSCALL_STUB
+
+    .globl domus_core_gp_entry
+domus_core_gp_entry:
+    /* The frame: error code, rip, cs, rflags, rsp, ss. */
+    testb $3, 16(%rsp)
+    jz .Lgp_slow                        /* from ring 0: the hypervisor's own fault */
+    push %rax
+    push %rcx
+    mov %rsp, %rcx
+    and $~VCPU_BLOCK_MASK, %rcx         /* the vCPU's block */
+    cmpb $0, FAST_IO_FLAG(%rcx)
+    je .Lgp_slow_restore
+    mov 24(%rsp), %rax                  /* the guest's rip */
+    cmpb $0xfa, (%rax)                  /* cli, without prefixes */
+    jne .Lgp_slow_restore
+    mov CORE_BLOCK + VCPU_INFO(%rcx), %rax
+    cmp $-1, %rax
+    je .Lgp_slow_restore                /* vcpu_info outside RAM: the host's */
+    add CORE_BLOCK + RAM_BASE(%rcx), %rax
+    movb $1, UPCALL_MASK(%rax)
+    incq 24(%rsp)                       /* past the cli */
+    pop %rcx
+    pop %rax
+    add $8, %rsp                        /* the error code: now the frame is as on the return path */
+    jmp domus_core_return_path
+.Lgp_slow_restore:
+    pop %rcx
+    pop %rax
+.Lgp_slow:
+    jmp domus_core_entry - STUBS_TO_CORE + GP_STUB

@@ -46,6 +46,8 @@ extension Domain {
         try? memory.write(UInt64(0), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerLock)))
         try? memory.write(UInt64(id), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerDomainID)))
         try? memory.write(layout.ramFrames, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerRAMFrames)))
+        try? memory.write(UInt64(vcpus.count), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerVCPUCount)))
+        try? memory.write(XenVersion.major << 16 | XenVersion.minor, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerXenVersion)))
         try? memory.write(UInt64(0), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerEnabled)))
     }
 
@@ -81,6 +83,9 @@ extension VCPU {
         GuestPhysicalAddress(domain.layout.coreVCPUBlock(id).rawValue + UInt64(offset))
     }
 
+    func coreWord(_ offset: Int) -> UInt64 { (try? domain.memory.read(at: coreField(offset))) ?? 0 }
+    func setCoreWord(_ offset: Int, _ value: UInt64) { try? domain.memory.write(value, at: coreField(offset)) }
+
     func coreCounter(_ base: Int, _ number: UInt64) -> UInt64 {
         (try? domain.memory.read(at: coreField(base + Int(number) * 8))) ?? 0
     }
@@ -101,5 +106,18 @@ extension VCPU {
         setCoreTable(CoreLayout.vcpuKernelTable, nil)
         setCoreTable(CoreLayout.vcpuUserTable, nil)
         try? domain.memory.write(UInt64(0), at: coreField(CoreLayout.vcpuMode))
+        kernelSS = FlatSelector.kernelSS64
+        kernelSP = 0
+        userGSSelector = 0
+        inactiveGSBase = 0
+        publishVCPUInfo()
+    }
+
+    /// Tells the core where the vcpu_info is, when it is in RAM (the direct map covers
+    /// RAM only; a vcpu_info still in shared_info stays the host's).
+    func publishVCPUInfo() {
+        let address = vcpuInfoAddress.rawValue
+        let inRAM = address &+ UInt64(VCPUInfoLayout.size) <= domain.layout.ramFrames * pageSize
+        try? domain.memory.write(inRAM ? address : CoreLayout.noFrame, at: coreField(CoreLayout.vcpuInfo))
     }
 }

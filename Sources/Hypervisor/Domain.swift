@@ -91,8 +91,8 @@ public final class Domain: @unchecked Sendable {
         self.state = DomainStateLock(DomainState(pages: PageTypeTable(memory: memory, base: layout.pageInfo, frameCount: layout.ramFrames)),
                                      memory: memory, lockWord: GuestPhysicalAddress(layout.coreHeader.rawValue + UInt64(CoreLayout.headerLock)),
                                      log: log, domainID: id)
-        initialiseCoreHeader()
         self.vcpus = (0..<max(1, vcpuCount)).map { VCPU(id: $0, domain: self, sharedInfo: layout.sharedInfo) }
+        initialiseCoreHeader()
         for vcpu in vcpus { vcpu.initialiseCoreBlock() }
     }
 

@@ -66,8 +66,15 @@ public final class VCPU: @unchecked Sendable {
             if mode != oldValue { try? domain.memory.write(UInt64(mode == .kernel ? 0 : 1), at: coreField(CoreLayout.vcpuMode)) }
         }
     }
-    public var kernelSS: UInt16 = FlatSelector.kernelSS64
-    public var kernelSP: UInt64 = 0
+    // Kept in the core block, where the in-VM core sets them too (stack_switch).
+    public var kernelSS: UInt16 {
+        get { UInt16(truncatingIfNeeded: coreWord(CoreLayout.vcpuKernelSS)) }
+        set { setCoreWord(CoreLayout.vcpuKernelSS, UInt64(newValue)) }
+    }
+    public var kernelSP: UInt64 {
+        get { coreWord(CoreLayout.vcpuKernelSP) }
+        set { setCoreWord(CoreLayout.vcpuKernelSP, newValue) }
+    }
 
     // Page tables: the kernel and user L4 (Xen's guest_table and guest_table_user),
     // kept in the core block, where the in-VM core switches them too (under the lock).
@@ -81,9 +88,16 @@ public final class VCPU: @unchecked Sendable {
     }
 
     /// The GS base of the mode not currently active (Xen swaps them on mode switch).
-    public var inactiveGSBase: UInt64 = 0
+    /// In the core block, like the user GS selector (set_segment_base).
+    public var inactiveGSBase: UInt64 {
+        get { coreWord(CoreLayout.vcpuInactiveGSBase) }
+        set { setCoreWord(CoreLayout.vcpuInactiveGSBase, newValue) }
+    }
     /// The user GS selector set by SEGBASE_GS_USER_SEL.
-    public var userGSSelector: UInt16 = 0
+    public var userGSSelector: UInt16 {
+        get { UInt16(truncatingIfNeeded: coreWord(CoreLayout.vcpuUserGSSelector)) }
+        set { setCoreWord(CoreLayout.vcpuUserGSSelector, UInt64(newValue)) }
+    }
 
     // Traps and callbacks.
     public var trapTable = [TrapInfo?](repeating: nil, count: 256)
@@ -108,7 +122,10 @@ public final class VCPU: @unchecked Sendable {
     private let vcpuInfoRaw: Atomic<UInt64>
     public var vcpuInfoAddress: GuestPhysicalAddress {
         get { GuestPhysicalAddress(vcpuInfoRaw.load(ordering: .acquiring)) }
-        set { vcpuInfoRaw.store(newValue.rawValue, ordering: .releasing) }
+        set {
+            vcpuInfoRaw.store(newValue.rawValue, ordering: .releasing)
+            publishVCPUInfo()
+        }
     }
     public var vcpuInfoRegistered = false
     /// Guest-virtual address of the runstate area, if registered.
@@ -218,5 +235,21 @@ public final class VCPU: @unchecked Sendable {
 
     func vcpuInfoField(_ offset: Int) -> GuestPhysicalAddress {
         GuestPhysicalAddress(vcpuInfoAddress.rawValue &+ UInt64(offset))
+    }
+}
+
+extension VCPU {
+    /// One line of what the vCPU looks like from the hypervisor (for a domain that
+    /// stopped making progress): mode, event mask and pending flag, its timer.
+    public func stateSummary() -> String {
+        let now = domain.systemTime()
+        let timer: String
+        if let expiry = self.timer.withLock({ $0.nextExpiry }) {
+            timer = expiry <= now ? "timer due \((now - expiry) / 1_000_000) ms ago" : "timer in \((expiry - now) / 1_000_000) ms"
+        } else {
+            timer = "no timer"
+        }
+        return "\(name): \(online ? "online" : "down"), guest \(mode == .kernel ? "kernel" : "user") mode, "
+            + "events \(upcallMask() ? "masked" : "unmasked"), upcall \(upcallPending() ? "pending" : "not pending"), \(timer)"
     }
 }

@@ -284,7 +284,8 @@ public struct HypervisorArea: Sendable {
         try memory.writeBytes(StubCode.page(), at: stubs)
         try memory.writeBytes(Ring0CoreImage.bytes, at: coreCode)
         let coreEntries = fastPath ? (hypercall: coreCodeVirtual + Ring0CoreImage.entryOffset,
-                                      syscall: coreCodeVirtual + Ring0CoreImage.syscallEntryOffset) : nil
+                                      syscall: coreCodeVirtual + Ring0CoreImage.syscallEntryOffset,
+                                      generalProtection: coreCodeVirtual + Ring0CoreImage.generalProtectionEntryOffset) : nil
         try memory.writeBytes(DescriptorTablesBuilder.idt(stubs: stubsVirtual, coreEntries: coreEntries), at: idt)
         for vcpu in 0..<vcpuCount {
             try memory.writeBytes(DescriptorTablesBuilder.tss(istTop: istTopVirtual(vcpu)), at: tss(vcpu))
@@ -352,9 +353,9 @@ enum DescriptorTablesBuilder {
 
     /// 256 interrupt gates: ring-0 code, IST 1, DPL 0 except #BP, #OF and 0x82 (DPL 3,
     /// so `int3`, `into` and the hypercall page's `int $0x82` reach their stubs). When
-    /// the ring-0 core runs, the hypercall vector and the core's syscall vector lead to
-    /// its entries.
-    static func idt(stubs: UInt64, coreEntries: (hypercall: UInt64, syscall: UInt64)? = nil) -> [UInt8] {
+    /// the ring-0 core runs, the hypercall vector, the core's syscall vector and #GP
+    /// lead to its entries.
+    static func idt(stubs: UInt64, coreEntries: (hypercall: UInt64, syscall: UInt64, generalProtection: UInt64)? = nil) -> [UInt8] {
         var writer = ByteWriter(size: 4096)
         for vector in 0..<256 {
             var handler = vector == 13 ? stubs + UInt64(StubCode.generalProtectionOffset)
@@ -362,6 +363,7 @@ enum DescriptorTablesBuilder {
             if let coreEntries {
                 if vector == Int(HypercallPage.vector) { handler = coreEntries.hypercall }
                 if vector == Int(StubCode.coreSyscallVector) { handler = coreEntries.syscall }
+                if vector == Int(X86Exception.generalProtection) { handler = coreEntries.generalProtection }
             }
             // #BP, #OF and the hypercall vector are reachable from ring 3.
             let dpl: UInt64 = (vector == 3 || vector == 4 || vector == Int(HypercallPage.vector)) ? 3 : 0

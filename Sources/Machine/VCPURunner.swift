@@ -122,9 +122,22 @@ final class VCPURunner: @unchecked Sendable {
             resumeFromFrame(regs: regs, sregs: sregs)
             return true
         }
-        if stoppedInsideCore { raiseAttention() }
+        if stoppedInsideCore {
+            raiseAttention()
+        } else {
+            // In a stub that returns to the guest without asking (the #GP port-I/O
+            // path, the apply routine): kick again shortly, when it is likely back in
+            // guest code, rather than wait for its next exit.
+            retryKick = true
+            vcpu.count(exit: "kick retried (vCPU in a ring-0 stub)")
+        }
         return false
     }
+
+    /// Set when a kick found the vCPU in ring-0 code that could not take it.
+    private var retryKick = false
+    /// How long to wait before kicking again (the stubs run a few hundred instructions).
+    private static let kickRetryNanoseconds: UInt64 = 50_000
 
     /// Resumes the guest whose state is in the registers and the IST frame (after the
     /// core completed a hypercall and left for attention, or at a return point), after
@@ -187,6 +200,13 @@ final class VCPURunner: @unchecked Sendable {
     private func armTimer() {
         let expiry = vcpu.timer.withLock { $0.nextExpiry }
         let deadline = expiry.map { domain.bootTime &+ $0 }
+        if retryKick {
+            // Counted as armed for the guest's deadline: whatever is due is due now.
+            retryKick = false
+            timer?.arm(at: HostTime.monotonic() &+ Self.kickRetryNanoseconds)
+            armedDeadline = deadline
+            return
+        }
         guard deadline != armedDeadline else { return }
         timer?.arm(at: deadline)
         armedDeadline = deadline

@@ -12,6 +12,13 @@ public func domusCoreHypercall(_ registers: UnsafeMutableRawPointer, _ vcpuBlock
 public enum Core {
     static let mmuUpdate: UInt64 = 1
     static let mmuextOp: UInt64 = 26
+    static let vcpuOp: UInt64 = 24
+    static let vcpuOpIsUp: UInt64 = 3
+    static let stackSwitch: UInt64 = 3
+    static let updateVAMapping: UInt64 = 14
+    static let xenVersion: UInt64 = 17
+    static let setSegmentBase: UInt64 = 25
+    static let enoent: UInt64 = UInt64(bitPattern: -2)
     static let domidSelf: UInt64 = 0x7ff0
     static let newBaseptr: UInt64 = 5
     static let tlbFlushLocal: UInt64 = 6
@@ -41,7 +48,10 @@ public enum Core {
     }
 
     private static func attempt(_ regs: Words, _ vcpu: Words, cr3: UInt64, number: UInt64, entry: UInt64) -> UInt64 {
-        guard number == mmuUpdate || number == mmuextOp else { return CoreLayout.resultDeferred }
+        switch number {
+        case mmuUpdate, mmuextOp, vcpuOp, stackSwitch, updateVAMapping, xenVersion, setSegmentBase: break
+        default: return CoreLayout.resultDeferred
+        }
         guard vcpu.u64(UInt64(CoreLayout.vcpuVersion)) == CoreLayout.version,
               let headerBase = pointer(vcpu.u64(UInt64(CoreLayout.vcpuDomainHeader))),
               let ramBase = pointer(vcpu.u64(UInt64(CoreLayout.vcpuRAMBase))),
@@ -60,6 +70,20 @@ public enum Core {
                 return CoreLayout.resultDeferred
             }
         }
+        let ramFrames = header.u64(UInt64(CoreLayout.headerRAMFrames))
+        let ram = Words(base: ramBase)
+        switch number {
+        case vcpuOp: return vcpuOperation(regs, header)
+        case stackSwitch: return FastState.stackSwitch(regs, vcpu)
+        case setSegmentBase: return FastState.setSegmentBase(regs, vcpu)
+        case xenVersion: return FastState.xenVersion(regs, vcpu, header, ram: ram, ramFrames: ramFrames)
+        default: break
+        }
+        let mmu = FastMMU(ram: ram, pages: PageInfoTable(words: Words(base: pageInfoBase), frames: ramFrames),
+                          ramFrames: ramFrames)
+        let lock = CoreLock(header: header)
+        let tag = vcpu.u64(UInt64(CoreLayout.vcpuID)) &+ 1
+        if number == updateVAMapping { return vaMapping(regs, vcpu, mmu: mmu, lock: lock, tag: tag) }
         // DOMID_SELF or the domain's own id.
         let domid = regs.u64(UInt64(CoreLayout.savedR10)) & 0xffff
         guard domid == domidSelf || domid == header.u64(UInt64(CoreLayout.headerDomainID)) else {
@@ -68,12 +92,7 @@ public enum Core {
         // The count of done entries goes to the host (it may fault).
         guard regs.u64(UInt64(CoreLayout.savedRDX)) == 0 else { return CoreLayout.resultDeferred }
 
-        let ramFrames = header.u64(UInt64(CoreLayout.headerRAMFrames))
-        let view = GuestView(ram: Words(base: ramBase), ramFrames: ramFrames)
-        let mmu = FastMMU(ram: Words(base: ramBase), pages: PageInfoTable(words: Words(base: pageInfoBase), frames: ramFrames),
-                          ramFrames: ramFrames)
-        let lock = CoreLock(header: header)
-        let tag = vcpu.u64(UInt64(CoreLayout.vcpuID)) &+ 1
+        let view = GuestView(ram: ram, ramFrames: ramFrames)
         let list = regs.u64(UInt64(CoreLayout.savedRDI))
         let count = regs.u64(UInt64(CoreLayout.savedRSI))
 
@@ -88,6 +107,43 @@ public enum Core {
             return CoreLayout.resultHandled
         }
         return extendedOps(regs, vcpu, view: view, mmu: mmu, lock: lock, tag: tag, list: list, count: count, cr3: cr3)
+    }
+
+    /// update_va_mapping(va, val, flags) with a local flush or none: the L1 entry that
+    /// maps `va` under the kernel's L4 becomes `val`, as one MMU_NORMAL_PT_UPDATE.
+    private static func vaMapping(_ regs: Words, _ vcpu: Words, mmu: FastMMU, lock: CoreLock, tag: UInt64) -> UInt64 {
+        let address = regs.u64(UInt64(CoreLayout.savedRDI))
+        let value = regs.u64(UInt64(CoreLayout.savedRSI))
+        let flags = regs.u64(UInt64(CoreLayout.savedRDX))
+        let flushType = flags & 3
+        guard flags & ~3 == 0, flushType != 3 else { return CoreLayout.resultDeferred }   // other vCPUs: the host's
+        let root = vcpu.u64(UInt64(CoreLayout.vcpuKernelTable))
+        guard root != CoreLayout.noFrame, let entry = GuestView(ram: mmu.ram, ramFrames: mmu.ramFrames).l1EntryAddress(address, root: root << 12),
+              mmu.pages.type(entry >> 12) == PageTypeCode.l1 else { return CoreLayout.resultDeferred }
+        guard lock.acquire(tag: tag) else { return CoreLayout.resultDeferred }
+        let done = mmu.updateEntry(ptr: entry, value: value)
+        lock.release(tag: tag)
+        guard done else { return CoreLayout.resultDeferred }
+        if flushType == 1 {
+            vcpu.setU64(UInt64(CoreLayout.vcpuRequestFlush), 1)
+        } else if flushType == 2 {
+            vcpu.setU64(UInt64(CoreLayout.vcpuInvalidateAddress), address)
+            vcpu.setU64(UInt64(CoreLayout.vcpuRequestInvalidate), 1)
+        }
+        regs.setU64(UInt64(CoreLayout.savedRAX), 0)
+        return CoreLayout.resultHandled
+    }
+
+    /// vcpu_op(VCPUOP_is_up) for a vCPU id the domain does not have: -ENOENT. Linux
+    /// asks this for every possible CPU (8192 with Debian's NR_CPUS) at boot.
+    private static func vcpuOperation(_ regs: Words, _ header: Words) -> UInt64 {
+        let command = regs.u64(UInt64(CoreLayout.savedRDI))
+        let id = regs.u64(UInt64(CoreLayout.savedRSI)) & 0xffff_ffff   // an int in the ABI
+        guard command == vcpuOpIsUp, id >= header.u64(UInt64(CoreLayout.headerVCPUCount)) else {
+            return CoreLayout.resultDeferred
+        }
+        regs.setU64(UInt64(CoreLayout.savedRAX), enoent)
+        return CoreLayout.resultHandled
     }
 
     /// mmuext_op with one or two of NEW_BASEPTR, NEW_USER_BASEPTR, TLB_FLUSH_LOCAL and

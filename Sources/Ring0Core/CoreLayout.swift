@@ -11,7 +11,7 @@
 public enum CoreLayout {
     /// Bumped whenever a layout below changes; the host writes it into every vCPU block
     /// and the core refuses to run (takes the slow path) on a mismatch.
-    public static let version: UInt64 = 0x444f_4d55_5330_0001   // "DOMUS0" + 1
+    public static let version: UInt64 = 0x444f_4d55_5330_0003   // "DOMUS0" + 3
 
     // MARK: Page information: one entry per RAM frame (Xen's page_info)
 
@@ -38,6 +38,10 @@ public enum CoreLayout {
     public static let headerHypercallPage = 0x18
     /// u64: non-zero while the fast paths may run (zero while hypercalls are traced).
     public static let headerEnabled = 0x20
+    /// u64: the domain's number of vCPUs (ids at or above it do not exist).
+    public static let headerVCPUCount = 0x28
+    /// u64: what XENVER_version returns (major << 16 | minor).
+    public static let headerXenVersion = 0x30
 
     /// The lock tag the host uses.
     public static let hostLockTag: UInt64 = 0x8000_0000_0000_0000
@@ -72,6 +76,20 @@ public enum CoreLayout {
     /// core's return path must leave to the host instead of returning to the guest.
     /// Its offset is fixed in ring0/entry.S (relative to the interrupt frame).
     public static let vcpuAttention = 0x060
+    /// u64, set by the host: the guest-physical address of the vCPU's vcpu_info when
+    /// it is in RAM (the core reaches it through the direct map), else `noFrame`.
+    /// Its offset is fixed in ring0/entry.S.
+    public static let vcpuInfo = 0x068
+    /// u64: the guest kernel's stack selector and pointer (stack_switch).
+    public static let vcpuKernelSS = 0x070
+    public static let vcpuKernelSP = 0x078
+    /// u64: the user GS selector (SEGBASE_GS_USER_SEL).
+    public static let vcpuUserGSSelector = 0x080
+    /// u64: the GS base of the guest mode not running (Xen's gs_base_user in kernel mode).
+    public static let vcpuInactiveGSBase = 0x088
+    /// u64, set by the core: an MSR to write before returning (0: none), and its value.
+    public static let vcpuRequestMSR = 0x090
+    public static let vcpuRequestMSRValue = 0x098
     /// u64 counters, by hypercall number (0..<64): hypercalls the core completed.
     public static let vcpuHandledCounts = 0x100
     /// u64 counters, by hypercall number (0..<64): hypercalls the core left to the host.

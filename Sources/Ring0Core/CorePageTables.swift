@@ -72,6 +72,26 @@ struct GuestView {
         return table | (address & 0xfff)
     }
 
+    /// The guest-physical address of the L1 entry that maps `address` under the L4 at
+    /// `root` (a CR3 value): the walk through present, non-superpage L4–L2 entries in
+    /// RAM, as the host's `GuestPageWalker.l1EntryAddress`. Nil when there is none.
+    func l1EntryAddress(_ address: UInt64, root: UInt64) -> UInt64? {
+        let top = address >> 47
+        guard top == 0 || top == 0x1ffff else { return nil }
+        if address >= 0xffff_8000_0000_0000 && address < 0xffff_8800_0000_0000 { return nil }
+        var table = root & CorePTE.addressMask
+        var shift: UInt64 = 39
+        while shift > 12 {
+            guard table >> 12 < ramFrames else { return nil }
+            let entry = ram.u64(table &+ ((address >> shift) & 511) &* 8)
+            guard entry & CorePTE.present != 0, entry & CorePTE.pse == 0 else { return nil }
+            table = entry & CorePTE.addressMask
+            shift &-= 9
+        }
+        guard table >> 12 < ramFrames else { return nil }
+        return table &+ ((address >> 12) & 511) &* 8
+    }
+
     /// The 8-byte word at an 8-byte-aligned guest-virtual address.
     func readWord(_ address: UInt64, root: UInt64) -> UInt64? {
         guard address & 7 == 0, let physical = translate(address, root: root) else { return nil }

@@ -69,13 +69,16 @@ public enum DomainBuilder {
         guard spec.commandLine.utf8.count < StartInfo.maxCommandLine else {
             throw .invalidArgument("the command line is \(spec.commandLine.utf8.count) bytes; Xen allows at most \(StartInfo.maxCommandLine - 1)")
         }
+        var phases = BuildPhases()
         let kernel: LoadedKernel
         do { kernel = try KernelImage.load(path: spec.kernelPath) } catch { throw .kernel(error) }
+        phases.end("kernel")
         let missing = kernel.notes.requiredFeatureBits & ~supportedFeatureBits
         guard missing == 0 else {
             throw .unsupportedKernel("\(spec.kernelPath): the kernel requires Xen features Domus does not offer (XENFEAT mask \(hex(UInt64(missing))))")
         }
         let initrd = try readInitrd(spec.initrdPath, memoryMiB: spec.memoryMiB)
+        phases.end("initrd")
         let nrPages = spec.memoryMiB * 256
         let plan = PVLayout(kernel: kernel.layout, unmappedInitrd: kernel.notes.acceptsUnmappedInitrd,
                             initrdBytes: UInt64(initrd.count), nrPages: nrPages)
@@ -95,9 +98,12 @@ public enum DomainBuilder {
         let domain = Domain(id: spec.id, name: spec.name, memory: memory, layout: area.domainLayout, vcpuCount: spec.vcpus,
                             log: log, clock: clock, cpuid: cpuid,
                             maximumFrames: (spec.maxMemoryMiB ?? spec.memoryMiB) * 256, handle: handle)
+        phases.end("memory")
         do {
             try writeImage(kernel, initrd: initrd, plan: plan, memory: memory, nrPages: nrPages)
+            phases.end("image")
             try writePageTables(plan, memory: memory)
+            phases.end("page tables")
             try writeSharedInfo(memory, at: area.sharedInfo)
             if let hypercallPage = kernel.layout.hypercallPage, let pfn = kernel.layout.pfn(of: hypercallPage) {
                 try memory.writeBytes(HypercallPage.contents(), at: GuestPhysicalAddress(pfn * pageSize))
@@ -112,6 +118,7 @@ public enum DomainBuilder {
             throw .machine("the initial page tables did not validate (\(error)); this is a Domus bug")
         }
         domain.vcpus[0].pendingWork = PendingMachineWork()
+        phases.end("pin")
 
         let console: ConsoleBackend
         do {
@@ -158,6 +165,7 @@ public enum DomainBuilder {
             throw .machine("cannot write start_info: \(error)")
         }
         let boot = BootState(rip: kernel.layout.entry, rsp: plan.virtual(plan.bootStack + 1), startInfo: plan.virtual(plan.startInfo))
+        log.log(.debug, "d\(spec.id): build times: \(phases.summary)")
         log.log(.info, "d\(spec.id): built \(spec.name): \(nrPages) pages, kernel \(hex(kernel.layout.kernelStart))–\(hex(kernel.layout.kernelEnd)), entry \(hex(kernel.layout.entry)), start_info \(hex(boot.startInfo)), page tables at pfn \(hex(plan.pageTables.lowerBound)) (\(plan.nrPTFrames) frames), mapping up to \(hex(plan.mappedEnd))")
         return PreparedDomain(domain: domain, area: area, boot: boot, console: console, kernel: kernel, startInfo: info)
     }
@@ -256,3 +264,25 @@ public enum DomainBuilder {
 }
 
 func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+
+/// How long each step of a domain build took, for the debug log.
+struct BuildPhases {
+    private let clock = ContinuousClock()
+    private var last: ContinuousClock.Instant
+    private var parts: [(String, Duration)] = []
+
+    init() { last = clock.now }
+
+    mutating func end(_ name: String) {
+        let now = clock.now
+        parts.append((name, now - last))
+        last = now
+    }
+
+    var summary: String {
+        parts.map { name, duration in
+            let milliseconds = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+            return "\(name) \(Int(milliseconds.rounded())) ms"
+        }.joined(separator: ", ")
+    }
+}

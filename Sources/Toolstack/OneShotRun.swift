@@ -98,6 +98,8 @@ public enum OneShotRun {
         if let timeout = options.timeoutSeconds {
             if !machine.waitUntilStopped(seconds: timeout) {
                 timedOut = true
+                // What each vCPU was waiting for, before the domain goes.
+                for vcpu in domain.vcpus { diagnostics("domus: \(vcpu.stateSummary())") }
                 machine.destroy(reason: "timed out after \(timeout) s")
                 _ = machine.waitUntilStopped(seconds: 10)
             }

@@ -140,7 +140,18 @@ private func prepare(_ test: TestDomain) throws {
 /// One random hypercall of the kinds Linux makes most: single-entry mmu_updates of L1
 /// and L2 entries, and mmuext_op base-pointer switches and flushes (with some the core
 /// must defer: batches, pins, machphys updates, bad values).
-private func randomHypercall(_ random: inout SplitMix) -> (number: Hypercall, payload: [UInt8], count: UInt64) {
+private func randomHypercall(_ random: inout SplitMix) -> (number: Hypercall, payload: [UInt8], count: UInt64, flags: UInt64) {
+    if random.chance(15) {
+        // update_va_mapping: the "payload" is the value, "count" the address.
+        let address = random.chance(85) ? TestDomain.va(180 + random.below(90)) + random.below(4096)
+            : random.pick([0x1000, 0xffff_8000_0000_1000, TestDomain.virtualBase + (4 << 20), 1 << 47])
+        var flags = random.chance(85) ? random.pick([UVMF.none, UVMF.tlbFlush, UVMF.invlpg]) : random.pick([UVMF.all | UVMF.tlbFlush, 3, 0x5000 | UVMF.invlpg])
+        if random.chance(1) { flags = random.next() }
+        let frame = random.chance(85) ? 180 + random.below(90) : random.pick([1, 4, 200, 201, TestDomain.ramFrames + 3])
+        var value = entry(frame, random.chance(85) ? random.pick([rwLeaf, roLeaf, rwLeaf | PTE.user | PTE.dirty]) : random.pick([0, PTE.pse | rwLeaf, rwLeaf | (1 << 62)]))
+        if random.chance(2) { value = random.next() }
+        return (.updateVAMapping, le(value), address, flags)
+    }
     if random.chance(65) {
         let count: UInt64 = random.chance(92) ? 1 : 2
         var payload: [UInt8] = []
@@ -166,7 +177,7 @@ private func randomHypercall(_ random: inout SplitMix) -> (number: Hypercall, pa
             if random.chance(2) { value = random.next() }
             payload += MMUUpdate(ptr: slot.rawValue | command, val: value).encode()
         }
-        return (.mmuUpdate, payload, count)
+        return (.mmuUpdate, payload, count, 0)
     }
     let count: UInt64 = random.chance(70) ? 2 : random.chance(85) ? 1 : 3
     var payload: [UInt8] = []
@@ -182,7 +193,7 @@ private func randomHypercall(_ random: inout SplitMix) -> (number: Hypercall, pa
         }
         payload += op.encode()
     }
-    return (.mmuextOp, payload, count)
+    return (.mmuextOp, payload, count, 0)
 }
 
 @Suite("The in-VM ring-0 core")
@@ -201,22 +212,24 @@ struct Ring0CoreTests {
         var deferred = 0
         for step in 0..<2000 {
             let call = randomHypercall(&random)
+            let arguments = call.number == .updateVAMapping ? [call.count, le(UInt64.self, call.payload), call.flags]
+                : [TestDomain.mmuList, call.count, 0, UInt64(DomainID.`self`)]
             // The host, alone.
             try reference.write(call.payload, at: TestDomain.mmuList)
-            reference.call(call.number, TestDomain.mmuList, call.count, 0, UInt64(DomainID.`self`))
+            reference.call(number: call.number.rawValue, arguments)
             reference.vcpu.pendingWork = PendingMachineWork()
             // The core first, then the host if it deferred.
             try test.write(call.payload, at: TestDomain.mmuList)
             let before = try MMUState(test)
             let result: Int64
-            if let rax = try harness.core(call.number.rawValue, [TestDomain.mmuList, call.count, 0, UInt64(DomainID.`self`)]) {
+            if let rax = try harness.core(call.number.rawValue, arguments) {
                 completed[call.number, default: 0] += 1
                 result = Int64(bitPattern: rax)
             } else {
                 deferred += 1
                 let after = try MMUState(test)
                 if after != before { Issue.record("step \(step): a deferral changed state: \(after.differences(from: before))") }
-                test.call(call.number, TestDomain.mmuList, call.count, 0, UInt64(DomainID.`self`))
+                test.call(number: call.number.rawValue, arguments)
                 result = test.result
             }
             test.vcpu.pendingWork = PendingMachineWork()
@@ -229,7 +242,8 @@ struct Ring0CoreTests {
         }
         try test.checkPageBookkeeping()
         // Both paths were exercised, and the core's counters agree.
-        #expect(completed[.mmuUpdate, default: 0] > 400 && completed[.mmuextOp, default: 0] > 100 && deferred > 300,
+        #expect(completed[.mmuUpdate, default: 0] > 400 && completed[.mmuextOp, default: 0] > 100
+                && completed[.updateVAMapping, default: 0] > 50 && deferred > 300,
                 "completed \(completed), deferred \(deferred)")
         #expect(harness.counter(CoreLayout.vcpuHandledCounts, Hypercall.mmuUpdate.rawValue) == UInt64(completed[.mmuUpdate, default: 0]))
     }
@@ -312,5 +326,94 @@ struct Ring0CoreTests {
         #expect(PageTypeCode.writable == PageType.writable.rawValue && PageTypeCode.l1 == PageType.l1.rawValue)
         #expect(PageTypeCode.l4 == PageType.l4.rawValue && PageTypeCode.segmentDescriptor == PageType.segmentDescriptor.rawValue)
         #expect(CorePTE.firstHypervisorSlot == 256 && CorePTE.endHypervisorSlot == 272)
+    }
+}
+
+@Suite("The in-VM ring-0 core: vcpu_op")
+struct Ring0CoreVCPUOpTests {
+    @Test("VCPUOP_is_up for vCPUs the domain lacks is -ENOENT as from the host; the rest is deferred")
+    func isUp() throws {
+        let harness = try CoreHarness()
+        let test = harness.test   // two vCPUs
+        let number = Hypercall.vcpuOp.rawValue
+        for id: UInt64 in [0, 1, 2, 3, 8191, 0xffff_ffff, 0x1_0000_0001, 0x1_0000_0002] {
+            let core = try harness.core(number, [VCPUOp.isUp, id, 0])
+            test.call(.vcpuOp, VCPUOp.isUp, id, 0)
+            if let core {
+                #expect(Int64(bitPattern: core) == test.result, "vCPU \(id)")
+                #expect(Int64(bitPattern: core) == TestDomain.error(.ENOENT))
+            } else {
+                #expect(id & 0xffff_ffff < 2, "vCPU \(id) exists, so only the host can answer")
+            }
+        }
+        #expect(harness.counter(CoreLayout.vcpuHandledCounts, number) == 5)
+        // Other commands go to the host, even for absent vCPUs.
+        #expect(try harness.core(number, [VCPUOp.up, 5, 0]) == nil)
+    }
+}
+
+@Suite("The in-VM ring-0 core: guest state")
+struct Ring0CoreGuestStateTests {
+    @Test("stack_switch and set_segment_base set what the host's handlers set")
+    func guestState() throws {
+        let harness = try CoreHarness()
+        let reference = try TestDomain()
+        let test = harness.test
+        #expect(try harness.core(Hypercall.stackSwitch.rawValue, [0xe02b, 0xffff_c900_0001_3f58]) == 0)
+        reference.call(.stackSwitch, 0xe02b, 0xffff_c900_0001_3f58)
+        #expect(test.vcpu.kernelSS == reference.vcpu.kernelSS && test.vcpu.kernelSP == reference.vcpu.kernelSP)
+        #expect(test.vcpu.kernelSS == 0xe02b && test.vcpu.kernelSP == 0xffff_c900_0001_3f58)
+
+        test.vcpu.inactiveGSBase = 0x1234
+        reference.vcpu.inactiveGSBase = 0x1234
+        #expect(try harness.core(Hypercall.setSegmentBase.rawValue, [SegmentBase.gsUserSelector, 0x2b]) == 0)
+        reference.call(.setSegmentBase, SegmentBase.gsUserSelector, 0x2b)
+        #expect(test.vcpu.userGSSelector == reference.vcpu.userGSSelector && test.vcpu.inactiveGSBase == reference.vcpu.inactiveGSBase)
+
+        #expect(try harness.core(Hypercall.setSegmentBase.rawValue, [SegmentBase.gsUser, 0x7fff_0000_1000]) == 0)
+        reference.call(.setSegmentBase, SegmentBase.gsUser, 0x7fff_0000_1000)
+        #expect(test.vcpu.inactiveGSBase == reference.vcpu.inactiveGSBase)
+
+        // FS and the kernel GS are live registers: the core asks the entry code to write them.
+        #expect(try harness.core(Hypercall.setSegmentBase.rawValue, [SegmentBase.fs, 0x7f00_0000_2000]) == 0)
+        reference.call(.setSegmentBase, SegmentBase.fs, 0x7f00_0000_2000)
+        #expect(try harness.request(CoreLayout.vcpuRequestMSR) == 0xc000_0100)
+        #expect(try harness.request(CoreLayout.vcpuRequestMSRValue) == reference.context.fsBase)
+        #expect(try harness.core(Hypercall.setSegmentBase.rawValue, [SegmentBase.gsKernel, 0xffff_8880_1f00_0000]) == 0)
+        reference.call(.setSegmentBase, SegmentBase.gsKernel, 0xffff_8880_1f00_0000)
+        #expect(try harness.request(CoreLayout.vcpuRequestMSR) == 0xc000_0101)
+        #expect(try harness.request(CoreLayout.vcpuRequestMSRValue) == reference.context.gsBase)
+
+        // What the host refuses, the core leaves to it.
+        for (which, base): (UInt64, UInt64) in [(SegmentBase.fs, 1 << 47), (SegmentBase.gsUser, 0x8000_0000_0000_0000), (7, 0)] {
+            #expect(try harness.core(Hypercall.setSegmentBase.rawValue, [which, base]) == nil)
+            reference.call(.setSegmentBase, which, base)
+            #expect(reference.result == TestDomain.error(.EINVAL))
+        }
+    }
+
+    @Test("xen_version(XENVER_version) answers as the host unless an unmasked event waits for delivery")
+    func xenVersion() throws {
+        let harness = try CoreHarness()
+        let test = harness.test
+        // vcpu_info still in shared_info, outside RAM: the host's.
+        #expect(try harness.core(Hypercall.xenVersion.rawValue, [0, 0]) == nil)
+        // Registered in RAM (frame 100), as Linux does.
+        let info = GuestPhysicalAddress(100 * 4096 + 64)
+        test.vcpu.vcpuInfoAddress = info
+        try test.memory.write(UInt8(0), at: info)
+        try test.memory.write(UInt8(0), at: GuestPhysicalAddress(info.rawValue + 1))
+        let version = try #require(try harness.core(Hypercall.xenVersion.rawValue, [0, 0]))
+        test.call(.xenVersion, 0, 0)
+        #expect(version == test.context.rax && version == 4 << 16 | 19)
+        // Pending and masked: nothing to deliver yet.
+        try test.memory.write(UInt8(1), at: info)
+        try test.memory.write(UInt8(1), at: GuestPhysicalAddress(info.rawValue + 1))
+        #expect(try harness.core(Hypercall.xenVersion.rawValue, [0, 0]) == version)
+        // Pending and unmasked: the host must deliver it.
+        try test.memory.write(UInt8(0), at: GuestPhysicalAddress(info.rawValue + 1))
+        #expect(try harness.core(Hypercall.xenVersion.rawValue, [0, 0]) == nil)
+        // Other commands copy structures: the host's.
+        #expect(try harness.core(Hypercall.xenVersion.rawValue, [1, TestDomain.buffer]) == nil)
     }
 }

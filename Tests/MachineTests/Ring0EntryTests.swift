@@ -59,6 +59,13 @@ struct Ring0EntryTests {
             "KIND_HYPERCALL_PAGE": CoreLayout.entryHypercallPage,
             "KIND_SYSCALL": CoreLayout.entrySyscall,
             "ATTENTION_VECTOR": UInt64(StubCode.attentionVector),
+            "VCPU_INFO": UInt64(CoreLayout.vcpuInfo),
+            "REQUEST_MSR": UInt64(CoreLayout.vcpuRequestMSR),
+            "REQUEST_MSR_VALUE": UInt64(CoreLayout.vcpuRequestMSRValue),
+            "RAM_BASE": UInt64(CoreLayout.vcpuRAMBase),
+            "UPCALL_MASK": UInt64(VCPUInfoLayout.upcallMask),
+            "GP_STUB": UInt64(StubCode.generalProtectionOffset),
+            "FAST_IO_BELOW_TOP": StubCode.fastIOFlagBelowTop,
         ]
         for (name, value) in expected {
             #expect(equ[name] == value, "\(name) in ring0/entry.S")

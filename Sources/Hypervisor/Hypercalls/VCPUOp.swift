@@ -5,7 +5,7 @@ import XenABI
 enum VCPUOps {
     static func vcpuOp(_ call: inout HypercallInvocation) throws(XenError) -> HypercallOutcome {
         let command = call.argument(0)
-        let target = call.argument(1)
+        let target = call.argument(1) & 0xffff_ffff   // unsigned int vcpuid
         let argument = call.argument(2)
         guard target < UInt64(call.domain.vcpus.count) else { throw .ENOENT }
         let vcpu = call.domain.vcpus[Int(target)]
