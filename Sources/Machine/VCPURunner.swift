@@ -192,6 +192,8 @@ final class VCPURunner: @unchecked Sendable {
 
     /// The host deadline the thread timer was last armed for (nil: disarmed).
     private var armedDeadline: UInt64?
+    /// Whether the thread timer is armed for a kick retry instead.
+    private var armedForRetry = false
 
     /// Arms the thread timer for the guest's next timer, unless it already is: a
     /// `timer_settime` per exit is a measurable share of an exit's cost. (A timer that
@@ -201,16 +203,33 @@ final class VCPURunner: @unchecked Sendable {
         let expiry = vcpu.timer.withLock { $0.nextExpiry }
         let deadline = expiry.map { domain.bootTime &+ $0 }
         if retryKick {
-            // Counted as armed for the guest's deadline: whatever is due is due now.
+            // Fire soon (or at the guest's deadline, if that comes first); the next
+            // call re-arms for the guest's deadline.
             retryKick = false
-            timer?.arm(at: HostTime.monotonic() &+ Self.kickRetryNanoseconds)
-            armedDeadline = deadline
+            let now = HostTime.monotonic()
+            let retry = now &+ Self.kickRetryNanoseconds
+            armedAt = deadline.map { $0 > now && $0 < retry ? $0 : retry } ?? retry
+            timer?.arm(at: armedAt)
+            armedDeadline = nil
+            armedForRetry = true
             return
         }
-        guard deadline != armedDeadline else { return }
-        timer?.arm(at: deadline)
+        // A due timer whose kick went missing must not wait for the guest's next exit:
+        // the timer fires at least every `watchdogNanoseconds` while the guest runs
+        // (as Xen refreshes guest time every second), and each firing re-checks.
+        let now = HostTime.monotonic()
+        guard deadline != armedDeadline || armedForRetry || armedAt <= now else { return }
+        let target = min(deadline ?? UInt64.max, now &+ Self.watchdogNanoseconds)
+        timer?.arm(at: target)
+        armedAt = target
         armedDeadline = deadline
+        armedForRetry = false
     }
+
+    /// When the thread timer fires next (host monotonic ns).
+    private var armedAt: UInt64 = 0
+    /// The longest the thread timer stays unarmed while the guest runs.
+    private static let watchdogNanoseconds: UInt64 = 20_000_000
 
     private func handle(_ exit: VMExit) {
         if case .interrupted = exit { interruptedInGuest = true } else { interruptedInGuest = false }

@@ -93,16 +93,31 @@ else
   skip xenstore "no usable /dev/kvm on this host"
 fi
 
+# run_in_box NAME COMMAND: `run` inside the box. A boot that stalls until its timeout
+# (exit 124) is tried once more and says so: about one boot in six stalls in the
+# emulated machine with or without the ring-0 core (the guest spins with events masked
+# or its timer lost; under investigation, see the issue note). Any other failure, or a
+# second stall, fails the test.
+run_in_box() {
+  local name=$1 command=$2
+  run "$name" 300 "$command" scripts/amdv-box --timeout 420 --
+  if ((rc == 124)); then
+    printf 'RETRY %s: the boot stalled until its timeout; once more\n' "$name"
+    grep "domus: d[0-9]*v[0-9]*:" "$WORK/$name.log" | sed 's/^/    | /'
+    run "$name" 300 "$command" scripts/amdv-box --timeout 420 --
+  fi
+}
+
 # Inside the emulated AMD-V machine: the same boot, with `syscall` running as on
 # real hardware.
 if [[ -x scripts/amdv-box ]] && command -v qemu-system-x86_64 >/dev/null; then
-  run boot-in-box 900 "$BOOT_COMMAND" scripts/amdv-box --timeout 1000 --
+  run_in_box boot-in-box "$BOOT_COMMAND"
   if grep -q "amdv-box: .*cannot\|QEMU cannot start" "$WORK/boot-in-box.log"; then
     skip boot-in-box "the emulated AMD-V machine cannot start here"
   else
     check_boot boot-in-box in-vm
   fi
-  run xenstore-in-box 900 "$XENSTORE_COMMAND" scripts/amdv-box --timeout 1000 --
+  run_in_box xenstore-in-box "$XENSTORE_COMMAND"
   check_xenstore xenstore-in-box
 else
   skip boot-in-box "QEMU (scripts/amdv-box) is not available"
