@@ -100,11 +100,11 @@ fi
 # second stall, fails the test.
 run_in_box() {
   local name=$1 command=$2
-  run "$name" 300 "$command" scripts/amdv-box --timeout 420 --
+  run "$name" 900 "$command" scripts/amdv-box --timeout 1000 --
   if ((rc == 124)); then
     printf 'RETRY %s: the boot stalled until its timeout; once more\n' "$name"
     grep "domus: d[0-9]*v[0-9]*:" "$WORK/$name.log" | sed 's/^/    | /'
-    run "$name" 300 "$command" scripts/amdv-box --timeout 420 --
+    run "$name" 900 "$command" scripts/amdv-box --timeout 1000 --
   fi
 }
 
