@@ -50,13 +50,17 @@ struct GuestView {
     let ram: Words
     let ramFrames: UInt64
 
+    /// Canonical, and outside Xen's reserved range [0xffff800000000000, 0xffff880000000000).
+    @inline(__always) static func isGuestAddress(_ address: UInt64) -> Bool {
+        let top = address >> 47
+        guard top == 0 || top == 0x1ffff else { return false }
+        return address < 0xffff_8000_0000_0000 || address >= 0xffff_8800_0000_0000
+    }
+
     /// The guest-physical address of `address` under the L4 at `root` (a CR3 value), or
     /// nil when it is not mapped to RAM, not user-accessible, or not the guest's.
     func translate(_ address: UInt64, root: UInt64) -> UInt64? {
-        // Canonical, and outside Xen's reserved range [0xffff800000000000, 0xffff880000000000).
-        let top = address >> 47
-        guard top == 0 || top == 0x1ffff else { return nil }
-        if address >= 0xffff_8000_0000_0000 && address < 0xffff_8800_0000_0000 { return nil }
+        guard Self.isGuestAddress(address) else { return nil }
         var table = root & CorePTE.addressMask
         var shift: UInt64 = 39
         while true {
@@ -76,9 +80,7 @@ struct GuestView {
     /// `root` (a CR3 value): the walk through present, non-superpage L4–L2 entries in
     /// RAM, as the host's `GuestPageWalker.l1EntryAddress`. Nil when there is none.
     func l1EntryAddress(_ address: UInt64, root: UInt64) -> UInt64? {
-        let top = address >> 47
-        guard top == 0 || top == 0x1ffff else { return nil }
-        if address >= 0xffff_8000_0000_0000 && address < 0xffff_8800_0000_0000 { return nil }
+        guard Self.isGuestAddress(address) else { return nil }
         var table = root & CorePTE.addressMask
         var shift: UInt64 = 39
         while shift > 12 {
