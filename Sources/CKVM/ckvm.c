@@ -40,6 +40,14 @@ int ckvm_deliver_only_in_guest(int vcpu_fd, int signo) {
     return 0;
 }
 
+int ckvm_event_in_flight(int vcpu_fd) {
+    struct kvm_vcpu_events events;
+    memset(&events, 0, sizeof events);
+    if (ioctl(vcpu_fd, KVM_GET_VCPU_EVENTS, &events) != 0) return -1;
+    return (events.exception.injected || events.exception.pending
+            || events.interrupt.injected || events.nmi.injected || events.nmi.pending) ? 1 : 0;
+}
+
 void ckvm_consume_signal(int signo) {
     sigset_t set;
     sigemptyset(&set);

@@ -135,6 +135,11 @@ public final class VirtualCPU: @unchecked Sendable {
         }
     }
 
+    /// Whether KVM will deliver an exception, interrupt or NMI at the next entry: the
+    /// guest's RIP must not be rewritten then, or the event would be delivered with the
+    /// new RIP as its return address. (When the ioctl fails, assumes there is one.)
+    public var hasEventInFlight: Bool { ckvm_event_in_flight(fd) != 0 }
+
     /// Clears a kick once the vCPU thread has noticed it.
     public func clearKick() {
         ckvm_set_immediate_exit(run, 0)

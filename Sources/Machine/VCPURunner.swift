@@ -57,9 +57,9 @@ final class VCPURunner: @unchecked Sendable {
                 wakeup.wait(until: nil, now: domain.clock.monotonicNanoseconds())
                 continue
             }
-            armTimer()
             wakeup.inGuest.store(true, ordering: .sequentiallyConsistent)
             if atGuestLevel() && needsAttention() { enterKickStub() }
+            armTimer()   // after the kick: a kick put off asks for a retry
             let entered = HostTime.monotonic()
             let exit = cpu.runOnce()
             vcpu.cpuTime.add(HostTime.monotonic() &- entered, ordering: .relaxed)
@@ -68,7 +68,7 @@ final class VCPURunner: @unchecked Sendable {
             handle(exit)
         }
         timer?.arm(at: nil)
-        armedDeadline = nil
+        arming.disarmed()
         // A vCPU stopped inside the core for good must not keep the core's lock.
         domain.memory.releaseSpinLock(at: coreLockWord, tag: UInt64(vcpu.id) + 1)
     }
@@ -134,10 +134,9 @@ final class VCPURunner: @unchecked Sendable {
         return false
     }
 
-    /// Set when a kick found the vCPU in ring-0 code that could not take it.
+    /// Set when a kick could not land (the vCPU in ring-0 code, or an exception in
+    /// flight): the thread timer fires again shortly (`TimerArming.retry`).
     private var retryKick = false
-    /// How long to wait before kicking again (the stubs run a few hundred instructions).
-    private static let kickRetryNanoseconds: UInt64 = 50_000
 
     /// Resumes the guest whose state is in the registers and the IST frame (after the
     /// core completed a hypercall and left for attention, or at a return point), after
@@ -174,6 +173,14 @@ final class VCPURunner: @unchecked Sendable {
     private func enterKickStub() {
         interruptedInGuest = false
         guard kickReturn == nil else { return }   // already on its way (interrupted again before the fault)
+        if cpu.hasEventInFlight {
+            // Interrupted between an exception (the guest's port I/O #GP, say) and its
+            // delivery: a new RIP would become the exception's return address. Let the
+            // exception be delivered first, and kick again shortly.
+            retryKick = true
+            vcpu.count(exit: "kick retried (an exception in flight)")
+            return
+        }
         var regs = cpu.registers
         kickReturn = regs.rip
         regs.rip = area.kickVirtual
@@ -190,46 +197,19 @@ final class VCPURunner: @unchecked Sendable {
         return vcpu.upcallPending() && !vcpu.upcallMask()
     }
 
-    /// The host deadline the thread timer was last armed for (nil: disarmed).
-    private var armedDeadline: UInt64?
-    /// Whether the thread timer is armed for a kick retry instead.
-    private var armedForRetry = false
+    /// When the thread timer fires next (see `TimerArming`).
+    private var arming = TimerArming()
 
-    /// Arms the thread timer for the guest's next timer, unless it already is: a
-    /// `timer_settime` per exit is a measurable share of an exit's cost. (A timer that
-    /// already fired for this deadline needs no re-arming: `needsAttention` sees the
-    /// deadline pass and kicks the vCPU before it enters the guest.)
+    /// Arms the thread timer for the guest's next timer, a kick retry or the watchdog,
+    /// unless it already is.
     private func armTimer() {
-        let expiry = vcpu.timer.withLock { $0.nextExpiry }
-        let deadline = expiry.map { domain.bootTime &+ $0 }
-        if retryKick {
-            // Fire soon (or at the guest's deadline, if that comes first); the next
-            // call re-arms for the guest's deadline.
-            retryKick = false
-            let now = HostTime.monotonic()
-            let retry = now &+ Self.kickRetryNanoseconds
-            armedAt = deadline.map { $0 > now && $0 < retry ? $0 : retry } ?? retry
-            timer?.arm(at: armedAt)
-            armedDeadline = nil
-            armedForRetry = true
-            return
+        let deadline = vcpu.timer.withLock { $0.nextExpiry }.map { domain.bootTime &+ $0 }
+        let retry = retryKick
+        retryKick = false
+        if let target = arming.next(deadline: deadline, now: HostTime.monotonic(), retryKick: retry) {
+            timer?.arm(at: target)
         }
-        // A due timer whose kick went missing must not wait for the guest's next exit:
-        // the timer fires at least every `watchdogNanoseconds` while the guest runs
-        // (as Xen refreshes guest time every second), and each firing re-checks.
-        let now = HostTime.monotonic()
-        guard deadline != armedDeadline || armedForRetry || armedAt <= now else { return }
-        let target = min(deadline ?? UInt64.max, now &+ Self.watchdogNanoseconds)
-        timer?.arm(at: target)
-        armedAt = target
-        armedDeadline = deadline
-        armedForRetry = false
     }
-
-    /// When the thread timer fires next (host monotonic ns).
-    private var armedAt: UInt64 = 0
-    /// The longest the thread timer stays unarmed while the guest runs.
-    private static let watchdogNanoseconds: UInt64 = 20_000_000
 
     private func handle(_ exit: VMExit) {
         if case .interrupted = exit { interruptedInGuest = true } else { interruptedInGuest = false }

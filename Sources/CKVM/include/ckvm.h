@@ -78,6 +78,11 @@ int ckvm_install_kick_handler(int signo);
 /// never lost between the last check and the guest entry.
 int ckvm_deliver_only_in_guest(int vcpu_fd, int signo);
 
+/// Whether KVM holds an event for vCPU `vcpu_fd` that it will deliver at the next
+/// entry (an exception, interrupt or NMI injected or pending, KVM_GET_VCPU_EVENTS):
+/// 1 yes, 0 no, -1 with errno when the ioctl fails.
+int ckvm_event_in_flight(int vcpu_fd);
+
 /// Consumes a pending `signo` without waiting (after KVM_RUN returned EINTR: the
 /// signal stays pending once the thread's own mask, which blocks it, is back).
 void ckvm_consume_signal(int signo);
