@@ -18,6 +18,7 @@ public enum Core {
     static let updateVAMapping: UInt64 = 14
     static let xenVersion: UInt64 = 17
     static let setSegmentBase: UInt64 = 25
+    static let iret: UInt64 = 23
     static let enoent: UInt64 = UInt64(bitPattern: -2)
     static let domidSelf: UInt64 = 0x7ff0
     static let newBaseptr: UInt64 = 5
@@ -49,7 +50,7 @@ public enum Core {
 
     private static func attempt(_ regs: Words, _ vcpu: Words, cr3: UInt64, number: UInt64, entry: UInt64) -> UInt64 {
         switch number {
-        case mmuUpdate, mmuextOp, vcpuOp, stackSwitch, updateVAMapping, xenVersion, setSegmentBase: break
+        case mmuUpdate, mmuextOp, vcpuOp, stackSwitch, updateVAMapping, xenVersion, setSegmentBase, iret: break
         default: return CoreLayout.resultDeferred
         }
         guard vcpu.u64(UInt64(CoreLayout.vcpuVersion)) == CoreLayout.version,
@@ -77,6 +78,7 @@ public enum Core {
         case stackSwitch: return FastState.stackSwitch(regs, vcpu)
         case setSegmentBase: return FastState.setSegmentBase(regs, vcpu)
         case xenVersion: return FastState.xenVersion(regs, vcpu, header, ram: ram, ramFrames: ramFrames)
+        case iret: return FastIret.iret(regs, vcpu, view: GuestView(ram: ram, ramFrames: ramFrames), cr3: cr3)
         default: break
         }
         let mmu = FastMMU(ram: ram, pages: PageInfoTable(words: Words(base: pageInfoBase), frames: ramFrames),

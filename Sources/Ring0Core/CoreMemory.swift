@@ -30,6 +30,10 @@ struct Words {
         (base + Int(truncatingIfNeeded: offset)).assumingMemoryBound(to: UInt64.self)
     }
     @inline(__always) func atomicLoad(_ offset: UInt64) -> UInt64 { cga_load64(pointer(offset)) }
+    /// Exchanges a byte with a full barrier; returns the byte found.
+    @inline(__always) func exchangeU8(_ offset: UInt64, _ value: UInt8) -> UInt8 {
+        cga_exchange8((base + Int(truncatingIfNeeded: offset)).assumingMemoryBound(to: UInt8.self), value)
+    }
     /// Compare-and-exchange; returns the value found.
     @inline(__always) func compareExchange(_ offset: UInt64, expected: UInt64, desired: UInt64) -> UInt64 {
         cga_compare_exchange64(pointer(offset), expected, desired)

@@ -42,6 +42,13 @@ public enum OneShotRun {
         /// Of `hypercalls`, those the in-VM ring-0 core completed without an exit.
         public var inVM: [UInt64: UInt64] = [:]
         public let exits: [String: UInt64]
+        /// Seconds spent building the domain (decompressing and loading the kernel,
+        /// page tables, start info), before its first instruction.
+        public var buildSeconds: Double = 0
+        /// Per vCPU: nanoseconds in guest code (inside KVM_RUN) and blocked
+        /// (SCHEDOP_block, waiting for an event or timer), over `runNanoseconds`.
+        public var vcpuTimes: [(guest: UInt64, blocked: UInt64)] = []
+        public var runNanoseconds: UInt64 = 0
     }
 
     /// Runs the domain; console output goes to `output`, diagnostics to `diagnostics`.
@@ -74,6 +81,7 @@ public enum OneShotRun {
         } catch {
             return failure(error.isUserError ? .usage : .crash, error.description)
         }
+        let buildSeconds = HostClockReading.since(start)
         let domain = prepared.domain
         domain.consoleIOSink.withLock { $0 = output }
         if options.trace { domain.trace.store(true, ordering: .relaxed) }
@@ -93,6 +101,7 @@ public enum OneShotRun {
             diagnostics("domus: console attached to \(domain.name); Ctrl-] detaches and destroys the domain")
         }
         defer { console?.stop() }
+        let runStart = HostClockReading.now()
         machine.start()
         var timedOut = false
         if let timeout = options.timeoutSeconds {
@@ -134,13 +143,23 @@ public enum OneShotRun {
         var outcome = Outcome(status: status, lifecycle: lifecycle, elapsedSeconds: HostClockReading.since(start),
                               hypercalls: domain.hypercallCounts(), exits: domain.exitCounts())
         outcome.inVM = domain.coreHandledCounts()
+        outcome.buildSeconds = buildSeconds
+        outcome.runNanoseconds = UInt64(max(0, HostClockReading.since(runStart)) * 1e9)
+        outcome.vcpuTimes = domain.vcpus.map { ($0.cpuTime.load(ordering: .relaxed), $0.blockedTime) }
         if options.statistics { diagnostics(statisticsReport(outcome)) }
         return outcome
     }
 
     /// Hypercall and exit counts, one per line, most frequent first.
     public static func statisticsReport(_ outcome: Outcome) -> String {
-        var lines = ["domus: ran \(String(format: "%.3f", outcome.elapsedSeconds)) s"]
+        var lines = ["domus: ran \(String(format: "%.3f", outcome.elapsedSeconds)) s (domain build \(String(format: "%.3f", outcome.buildSeconds)) s)"]
+        let seconds = { (nanoseconds: UInt64) in String(format: "%.3f", Double(nanoseconds) / 1e9) }
+        for (id, times) in outcome.vcpuTimes.enumerated() {
+            // What is neither guest code nor blocked is the hypervisor's (exits, the
+            // exit loop) or the host scheduler's.
+            let other = outcome.runNanoseconds > times.guest &+ times.blocked ? outcome.runNanoseconds - times.guest - times.blocked : 0
+            lines.append("domus: vCPU \(id): guest code \(seconds(times.guest)) s, blocked \(seconds(times.blocked)) s, hypervisor and host \(seconds(other)) s")
+        }
         lines.append("domus: hypercalls:")
         for (number, count) in outcome.hypercalls.sorted(by: { $0.value > $1.value }) {
             let inVM = outcome.inVM[number].map { " (\($0) in the VM, without an exit)" } ?? ""

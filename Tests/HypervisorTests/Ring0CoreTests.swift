@@ -417,3 +417,99 @@ struct Ring0CoreGuestStateTests {
         #expect(try harness.core(Hypercall.xenVersion.rawValue, [1, TestDomain.buffer]) == nil)
     }
 }
+
+@Suite("The in-VM ring-0 core: iret")
+struct Ring0CoreIretTests {
+    static let stack = TestDomain.buffer + 0x800
+    static let info = GuestPhysicalAddress(100 * 4096 + 64)
+
+    /// Xen's iret context: rax, r11, rcx, flags, rip, cs, rflags, rsp, ss.
+    static func context(rip: UInt64 = 0xffff_ffff_8100_1234, cs: UInt64 = 0xe030, rflags: UInt64 = 0x246,
+                        rsp: UInt64 = 0xffff_c900_0000_3f00, ss: UInt64 = 0xe02b, flags: UInt64 = 0) -> [UInt64] {
+        [0x1111, 0x2222, 0x3333, flags, rip, cs, rflags, rsp, ss]
+    }
+
+    /// Both domains get the context on their stack and vcpu_info in RAM with `pending`
+    /// and `masked`.
+    static func prepare(_ test: TestDomain, _ words: [UInt64], pending: UInt8, masked: UInt8) throws {
+        for (index, word) in words.enumerated() { try test.write(word, at: stack + UInt64(index) * 8) }
+        test.vcpu.vcpuInfoAddress = info
+        try test.memory.write(pending, at: info)
+        try test.memory.write(masked, at: GuestPhysicalAddress(info.rawValue + 1))
+    }
+
+    /// Runs the iret in the core and in the host; when the core completes it, the
+    /// registers, frame and event mask must be the host's. Returns whether it did.
+    static func compare(_ words: [UInt64], pending: UInt8 = 0, masked: UInt8 = 1,
+                        sourceLocation: SourceLocation = #_sourceLocation) throws -> Bool {
+        let harness = try CoreHarness()
+        let reference = try TestDomain()
+        try prepare(harness.test, words, pending: pending, masked: masked)
+        try prepare(reference, words, pending: pending, masked: masked)
+        harness.setRegister(CoreLayout.savedRSP, stack)
+        harness.setRegister(CoreLayout.savedR11, 0xaaaa)
+        harness.setRegister(CoreLayout.savedRCX, 0xbbbb)
+        reference.context.rsp = stack
+        reference.context.r11 = 0xaaaa
+        reference.context.rcx = 0xbbbb
+        let done = try harness.core(Hypercall.iret.rawValue, []) != nil
+        let outcome = reference.call(.iret)
+        let coreMask: UInt8 = try harness.test.memory.read(at: GuestPhysicalAddress(info.rawValue + 1))
+        guard done else {
+            #expect(coreMask == masked, "a deferred iret leaves the mask", sourceLocation: sourceLocation)
+            #expect(harness.register(CoreLayout.savedRSP) == stack, sourceLocation: sourceLocation)
+            return false
+        }
+        #expect(outcome == .contextReplaced, sourceLocation: sourceLocation)
+        let host = reference.context
+        let core = (rax: harness.register(CoreLayout.savedRAX), r11: harness.register(CoreLayout.savedR11),
+                    rcx: harness.register(CoreLayout.savedRCX), rip: harness.register(CoreLayout.savedRIP),
+                    cs: harness.register(CoreLayout.savedCS), rflags: harness.register(CoreLayout.savedRFlags),
+                    rsp: harness.register(CoreLayout.savedRSP), ss: harness.register(CoreLayout.savedSS))
+        #expect(core.rax == host.rax && core.r11 == host.r11 && core.rcx == host.rcx, sourceLocation: sourceLocation)
+        #expect(core.rip == host.rip && core.rsp == host.rsp, sourceLocation: sourceLocation)
+        #expect(core.cs == UInt64(host.cs) && core.ss == UInt64(host.ss), sourceLocation: sourceLocation)
+        #expect(core.rflags == host.rflags, "rflags \(String(core.rflags, radix: 16)) vs \(String(host.rflags, radix: 16))", sourceLocation: sourceLocation)
+        let hostMask: UInt8 = try reference.memory.read(at: GuestPhysicalAddress(info.rawValue + 1))
+        #expect(coreMask == hostMask, sourceLocation: sourceLocation)
+        #expect(reference.vcpu.mode == .kernel, sourceLocation: sourceLocation)
+        return true
+    }
+
+    @Test("kernel-to-kernel irets complete in the VM exactly as the host completes them")
+    func kernelToKernel() throws {
+        #expect(try Self.compare(Self.context()))                                   // unmasks
+        #expect(try Self.compare(Self.context(rflags: 0x46)))                      // stays masked
+        #expect(try Self.compare(Self.context(rflags: 0x46), pending: 1))          // masked: pending waits
+        #expect(try Self.compare(Self.context(flags: 1 << 8)))                     // VGCF_in_syscall keeps r11, rcx
+        #expect(try Self.compare(Self.context(rflags: 0x3246 | 1 << 17 | 1 << 8))) // IOPL, VM cleared; TF kept
+        #expect(try Self.compare(Self.context(cs: 0xe033, ss: 0xe02b)) == false)   // RPL 3: a user return
+    }
+
+    @Test("what the core cannot do as the host does is deferred with nothing changed")
+    func deferred() throws {
+        // Unmasking with an event pending: the host must deliver it.
+        #expect(try Self.compare(Self.context(), pending: 1, masked: 1) == false)
+        // A return to user mode switches page tables and GS: the host's.
+        #expect(try Self.compare(Self.context(rip: 0x40_1000, cs: 0xe033, rsp: 0x7fff_0000_0000, ss: 0xe02b)) == false)
+        // Unusual selectors, non-canonical addresses.
+        #expect(try Self.compare(Self.context(cs: 0x10)) == false)
+        #expect(try Self.compare(Self.context(ss: 0x18)) == false)
+        #expect(try Self.compare(Self.context(rip: 0x0000_8000_0000_0000)) == false)
+        #expect(try Self.compare(Self.context(rsp: 0xffff_0000_0000_0000)) == false)
+    }
+
+    @Test("an iret context the core cannot read, or vcpu_info outside RAM, is the host's")
+    func unreadable() throws {
+        let harness = try CoreHarness()
+        try Self.prepare(harness.test, Self.context(), pending: 0, masked: 1)
+        harness.setRegister(CoreLayout.savedRSP, TestDomain.unmapped - 16)
+        #expect(try harness.core(Hypercall.iret.rawValue, []) == nil)
+        harness.setRegister(CoreLayout.savedRSP, Self.stack + 4)   // misaligned
+        #expect(try harness.core(Hypercall.iret.rawValue, []) == nil)
+        let fresh = try CoreHarness()
+        for (index, word) in Self.context().enumerated() { try fresh.test.write(word, at: Self.stack + UInt64(index) * 8) }
+        fresh.setRegister(CoreLayout.savedRSP, Self.stack)   // vcpu_info still in shared_info
+        #expect(try fresh.core(Hypercall.iret.rawValue, []) == nil)
+    }
+}
