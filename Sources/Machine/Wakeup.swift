@@ -55,11 +55,23 @@ public final class KVMHostClock: HostClock, @unchecked Sendable {
     public init(tscHz: UInt64) { self.tscHz = tscHz }
 
     /// Measures the guest TSC's offset from the host TSC on `cpu`.
+    ///
+    /// The guest's TSC was read somewhere between `before` and `after`; the offset is
+    /// taken as if at `after`, the smallest it can be, so `guestTSC()` is never ahead
+    /// of the TSC the guest reads. (A tsc_timestamp ahead of the guest's TSC makes the
+    /// guest's pvclock delta negative, which it reads as a jump of years, and its
+    /// timers land months ahead.) Of a few tries, the narrowest window wins: under
+    /// emulation one ioctl can take hundreds of microseconds.
     func calibrate(with cpu: VirtualCPU) {
-        let before = VirtualCPU.hostTSC()
-        guard let guest = try? cpu.getMSRs([MSR.tsc]).first else { return }
-        let after = VirtualCPU.hostTSC()
-        offset.store(guest &- (before / 2 &+ after / 2), ordering: .releasing)
+        var best: (window: UInt64, offset: UInt64)?
+        for _ in 0..<5 {
+            let before = VirtualCPU.hostTSC()
+            guard let guest = try? cpu.getMSRs([MSR.tsc]).first else { continue }
+            let after = VirtualCPU.hostTSC()
+            let window = after &- before
+            if window < (best?.window ?? .max) { best = (window, guest &- after) }
+        }
+        if let best { offset.store(best.offset, ordering: .releasing) }
     }
 
     public func monotonicNanoseconds() -> UInt64 { HostTime.monotonic() }
