@@ -148,12 +148,7 @@ final class VCPURunner: @unchecked Sendable {
             crash("no guest frame to resume at the return point")
             return
         }
-        var context = makeContext(regs, sregs)
-        context.rip = words[0]
-        context.cs = UInt16(truncatingIfNeeded: words[1])
-        context.rflags = words[2]
-        context.rsp = words[3]
-        context.ss = UInt16(truncatingIfNeeded: words[4])
+        let context = makeContext(regs, sregs, frame: words)
         finish(.resume, context, entry: context, sregs: sregs, stubReturn: area.vectorStubVirtual(Int(StubCode.attentionVector)) + 2)
     }
 
@@ -268,12 +263,7 @@ final class VCPURunner: @unchecked Sendable {
             hypervisorFault(vector: vector, errorCode: errorCode, rip: frame[0], regs: regs, sregs: sregs)
             return
         }
-        var context = makeContext(regs, sregs)
-        context.rip = frame[0]
-        context.cs = UInt16(truncatingIfNeeded: frame[1])
-        context.rflags = frame[2]
-        context.rsp = frame[3]
-        context.ss = UInt16(truncatingIfNeeded: frame[4])
+        var context = makeContext(regs, sregs, frame: frame)
         let entry = context
         let outcome: ExitOutcome
         if vector == StubCode.attentionVector {
@@ -312,6 +302,18 @@ final class VCPURunner: @unchecked Sendable {
         let entry = context
         let outcome = Traps.syscall(vcpu, &context, returnAddress: regs.rcx, flags: regs.r11)
         finish(outcome, context, entry: entry, sregs: sregs, stubReturn: regs.rip)
+    }
+
+    /// The guest's context from the registers and an interrupt frame (rip, cs,
+    /// rflags, rsp, ss) the CPU pushed at the IST top.
+    private func makeContext(_ regs: Registers, _ sregs: SpecialRegisters, frame: [UInt64]) -> GuestContext {
+        var context = makeContext(regs, sregs)
+        context.rip = frame[0]
+        context.cs = UInt16(truncatingIfNeeded: frame[1])
+        context.rflags = frame[2]
+        context.rsp = frame[3]
+        context.ss = UInt16(truncatingIfNeeded: frame[4])
+        return context
     }
 
     private func makeContext(_ regs: Registers, _ sregs: SpecialRegisters) -> GuestContext {
