@@ -10,7 +10,7 @@
  *     from r11, the guest's flat selectors) as if the guest had executed an `int`.
  * The guest's registers are saved below the frame, the core (Embedded Swift) runs
  * on the vCPU's own core stack, and then either
- *   - it completed the hypercall: its TLB/CR3/MSR requests are carried out, the registers
+ *   - it completed the hypercall: its TLB/CR3/MSR/GS-swap requests are carried out, the registers
  *     (with the result in rax) restored, and the guest resumed with iretq — unless
  *     the host flagged that it wants the vCPU (an event or timer is due), in which
  *     case the vector-0x83 stub leaves to the host, which resumes the guest itself;
@@ -39,6 +39,9 @@
     .equ ATTENTION,            0x60         /* CoreLayout.vcpuAttention */
     .equ REQUEST_MSR,          0x90         /* CoreLayout.vcpuRequestMSR */
     .equ REQUEST_MSR_VALUE,    0x98         /* CoreLayout.vcpuRequestMSRValue */
+    .equ REQUEST_SWAP_GS,      0xa0         /* CoreLayout.vcpuRequestSwapGS */
+    .equ INACTIVE_GS_BASE,     0x88         /* CoreLayout.vcpuInactiveGSBase */
+    .equ MSR_GS_BASE,          0xc0000101
     .equ STUBS_TO_CORE,        0x2000       /* HypervisorArea.coreCodeVirtualOffset */
     .equ STUB_STRIDE,          8            /* StubCode.vectorStubStride */
     .equ HYPERCALL_VECTOR,     0x82
@@ -157,7 +160,18 @@ domus_core_syscall_entry:
     mov %rax, %rdx
     shr $32, %rdx
     wrmsr
-5:  RESTORE_REGISTERS
+5:  cmpq $0, REQUEST_SWAP_GS(%rsi)      /* a switch to guest user mode (iret) */
+    je 6f
+    movq $0, REQUEST_SWAP_GS(%rsi)
+    mov $MSR_GS_BASE, %ecx
+    rdmsr
+    shl $32, %rdx
+    or %rdx, %rax                       /* the mode left's GS base */
+    xchg INACTIVE_GS_BASE(%rsi), %rax   /* ... kept; the mode entered's loaded */
+    mov %rax, %rdx
+    shr $32, %rdx
+    wrmsr
+6:  RESTORE_REGISTERS
     /* From here to domus_core_return_path_end the guest's whole state is in the
      * registers and the frame: the host may treat an interruption here as a kick. */
     .globl domus_core_return_path

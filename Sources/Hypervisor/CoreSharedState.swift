@@ -110,6 +110,8 @@ extension VCPU {
         kernelSP = 0
         userGSSelector = 0
         inactiveGSBase = 0
+        virtualIOPL = 0
+        resumedUserSelectors = nil
         publishVCPUInfo()
     }
 

@@ -60,11 +60,11 @@ public final class VCPU: @unchecked Sendable {
     public unowned let domain: Domain
 
     // Mode and stacks.
-    /// Mirrored into the core block: the in-VM core serves guest kernel mode only.
-    public var mode: GuestMode = .kernel {
-        didSet {
-            if mode != oldValue { try? domain.memory.write(UInt64(mode == .kernel ? 0 : 1), at: coreField(CoreLayout.vcpuMode)) }
-        }
+    /// Kept in the core block: the in-VM core serves guest kernel mode, and its iret
+    /// switches to user mode.
+    public var mode: GuestMode {
+        get { coreWord(CoreLayout.vcpuMode) == 0 ? .kernel : .user }
+        set { setCoreWord(CoreLayout.vcpuMode, newValue == .kernel ? 0 : 1) }
     }
     // Kept in the core block, where the in-VM core sets them too (stack_switch).
     public var kernelSS: UInt16 {
@@ -134,7 +134,22 @@ public final class VCPU: @unchecked Sendable {
     /// Virtual CR0.TS (fpu_taskswitch).
     public var virtualTS = false
     /// Virtual I/O privilege level (physdev_op set_iopl); the real IOPL stays 0.
-    public var virtualIOPL: UInt8 = 0
+    public var virtualIOPL: UInt8 {
+        get { UInt8(truncatingIfNeeded: coreWord(CoreLayout.vcpuVirtualIOPL)) }
+        set { setCoreWord(CoreLayout.vcpuVirtualIOPL, UInt64(newValue)) }
+    }
+    /// The user CS and SS the host last resumed guest user mode with, which the core's
+    /// iret may return to (nil: none since the descriptor tables were last loaded).
+    public var resumedUserSelectors: (cs: UInt16, ss: UInt16)? {
+        get {
+            let cs = coreWord(CoreLayout.vcpuUserCS)
+            return cs == 0 ? nil : (UInt16(truncatingIfNeeded: cs), UInt16(truncatingIfNeeded: coreWord(CoreLayout.vcpuUserSS)))
+        }
+        set {
+            setCoreWord(CoreLayout.vcpuUserCS, newValue.map { UInt64($0.cs) } ?? 0)
+            setCoreWord(CoreLayout.vcpuUserSS, newValue.map { UInt64($0.ss) } ?? 0)
+        }
+    }
     public var debugRegisters = [UInt64](repeating: 0, count: 8)
     /// Whether the vCPU runs (VCPUOP_up/down). Atomic: other vCPUs change it.
     private let onlineFlag: Atomic<Bool>

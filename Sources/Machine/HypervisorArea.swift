@@ -297,6 +297,7 @@ public struct HypervisorArea: Sendable {
             try memory.write(coreHeaderVirtual, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuDomainHeader)))
             try memory.write(Self.directMapVirtual, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuRAMBase)))
             try memory.write(pageInfoVirtual, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuPageInfo)))
+            try memory.write(istTopVirtual(vcpu) - StubCode.fastIOFlagBelowTop, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuFastIOFlag)))
             try memory.write(CoreLayout.version, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuVersion)))
         }
     }

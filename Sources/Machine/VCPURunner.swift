@@ -29,8 +29,9 @@ final class VCPURunner: @unchecked Sendable {
     private var userCS = FlatSelector.userCS64
     private var userSS = FlatSelector.userSS64
     private(set) var crashReport: String?
-    /// The value last written to the #GP port-I/O fast-path flag.
-    private var fastIOEnabled = false
+    /// The user selectors last published to the core (`VCPU.resumedUserSelectors`).
+    private var publishedUserCS: UInt16 = 0
+    private var publishedUserSS: UInt16 = 0
     /// The context the vCPU was last resumed with (for the failsafe callback, when the
     /// CPU refuses it).
     private var lastResumed: GuestContext?
@@ -370,16 +371,21 @@ final class VCPURunner: @unchecked Sendable {
             lastTimeUpdate = now
         }
         Traps.deliverPendingEvents(vcpu, &context)
-        if vcpu.mode == .user {
+        let mode = vcpu.mode
+        if mode == .user {
             userCS = context.cs
             userSS = context.ss
+            // The core's iret may return to user mode with these (see FastIret).
+            if context.cs | 3 != publishedUserCS || context.ss | 3 != publishedUserSS {
+                publishedUserCS = context.cs | 3
+                publishedUserSS = context.ss | 3
+                vcpu.resumedUserSelectors = (publishedUserCS, publishedUserSS)
+            }
         }
         // Xen's iopl_ok: the guest kernel counts as ring 1, its user mode as ring 3.
-        let fastIO = vcpu.virtualIOPL >= (vcpu.mode == .kernel ? 1 : 3)
-        if fastIO != fastIOEnabled {
-            try? domain.memory.write(UInt8(fastIO ? 1 : 0), at: area.fastIOFlag(vcpu.id))
-            fastIOEnabled = fastIO
-        }
+        // (Written every time: the core's iret to user mode sets it too.)
+        let fastIO = vcpu.virtualIOPL >= (mode == .kernel ? 1 : 3)
+        try? domain.memory.write(UInt8(fastIO ? 1 : 0), at: area.fastIOFlag(vcpu.id))
     }
 
     private func checkTimers() {
@@ -404,8 +410,18 @@ final class VCPURunner: @unchecked Sendable {
         }
     }
 
+    /// The descriptor tables changed: user selectors the CPU accepted before may no
+    /// longer be accepted, so the core's iret leaves user returns to the host until
+    /// the host has resumed user mode again.
+    private func forgetUserSelectors() {
+        publishedUserCS = 0
+        publishedUserSS = 0
+        vcpu.resumedUserSelectors = nil
+    }
+
     /// Copies the guest's GDT (checked descriptors) into the hardware GDT.
     private func loadGDT() {
+        forgetUserSelectors()
         let base = area.gdt(vcpu.id).rawValue
         let entries = min(vcpu.gdtEntries, FlatSelector.maxGuestGDTEntries)
         for index in 0..<FlatSelector.maxGuestGDTEntries {
@@ -421,6 +437,7 @@ final class VCPURunner: @unchecked Sendable {
     /// Copies the guest's LDT (checked descriptors) into the hardware LDT and points
     /// LDTR at it (or at nothing when the guest has no LDT).
     private func loadLDT() {
+        forgetUserSelectors()
         let base = area.ldt(vcpu.id).rawValue
         let entries = min(vcpu.ldtEntries, 8192)
         for index in 0..<entries {
@@ -560,6 +577,7 @@ final class VCPURunner: @unchecked Sendable {
            var context = lastResumed {
             // The CPU refused the guest's own frame: Xen delivers the failsafe callback.
             vcpu.count(exit: "failsafe")
+            forgetUserSelectors()
             let reason = "returning to cs \(hex(UInt64(context.cs))) ss \(hex(UInt64(context.ss))) rip \(hex(context.rip)) raised \(X86Exception.mnemonic(vector)) (error \(hex(errorCode)))"
             guard Traps.failsafe(vcpu, &context, reason: reason) else {
                 crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: context)

@@ -11,7 +11,7 @@
 public enum CoreLayout {
     /// Bumped whenever a layout below changes; the host writes it into every vCPU block
     /// and the core refuses to run (takes the slow path) on a mismatch.
-    public static let version: UInt64 = 0x444f_4d55_5330_0003   // "DOMUS0" + 3
+    public static let version: UInt64 = 0x444f_4d55_5330_0004   // "DOMUS0" + 4
 
     // MARK: Page information: one entry per RAM frame (Xen's page_info)
 
@@ -90,6 +90,19 @@ public enum CoreLayout {
     /// u64, set by the core: an MSR to write before returning (0: none), and its value.
     public static let vcpuRequestMSR = 0x090
     public static let vcpuRequestMSRValue = 0x098
+    /// u64, set by the core: 1 to exchange the GS base with `vcpuInactiveGSBase` before
+    /// returning (a switch between guest kernel and guest user mode).
+    public static let vcpuRequestSwapGS = 0x0a0
+    /// u64, set by the host: the user CS and SS it last resumed guest user mode with,
+    /// under the descriptor tables now loaded (0: none). The core returns to user mode
+    /// only with these, which the CPU is known to accept.
+    public static let vcpuUserCS = 0x0a8
+    public static let vcpuUserSS = 0x0b0
+    /// u64, set by the host: the domain's virtual IOPL (PHYSDEVOP_set_iopl).
+    public static let vcpuVirtualIOPL = 0x0b8
+    /// u64: where the core finds the vCPU's #GP fast-path flag byte (a pointer in the
+    /// core's address space; 0: unknown): set while the current guest mode may `cli`.
+    public static let vcpuFastIOFlag = 0x0c0
     /// u64 counters, by hypercall number (0..<64): hypercalls the core completed.
     public static let vcpuHandledCounts = 0x100
     /// u64 counters, by hypercall number (0..<64): hypercalls the core left to the host.

@@ -440,12 +440,38 @@ struct Ring0CoreIretTests {
 
     /// Runs the iret in the core and in the host; when the core completes it, the
     /// registers, frame and event mask must be the host's. Returns whether it did.
-    static func compare(_ words: [UInt64], pending: UInt8 = 0, masked: UInt8 = 1,
+    static let fastIOFlag = GuestPhysicalAddress(100 * 4096 + 2048)
+
+    /// What a return to user mode needs: a user L4, the user selectors the host last
+    /// resumed with (`userSelectors`), the fast-path flag's place, a virtual IOPL.
+    struct UserSetup {
+        var userSelectors: (cs: UInt16, ss: UInt16)? = (0x33, 0x2b)
+        var userTable = true
+        var iopl: UInt8 = 1
+        var kernelGS: UInt64 = 0xffff_8880_1fc0_0000
+        var userGS: UInt64 = 0x7f00_dead_0000
+    }
+
+    static func prepareUser(_ test: TestDomain, _ setup: UserSetup) {
+        if setup.userTable { test.vcpu.userTable = test.vcpu.kernelTable }
+        test.vcpu.resumedUserSelectors = setup.userSelectors
+        test.vcpu.virtualIOPL = setup.iopl
+        test.vcpu.inactiveGSBase = setup.userGS
+        test.context.gsBase = setup.kernelGS
+    }
+
+    static func compare(_ words: [UInt64], pending: UInt8 = 0, masked: UInt8 = 1, user: UserSetup? = nil,
                         sourceLocation: SourceLocation = #_sourceLocation) throws -> Bool {
         let harness = try CoreHarness()
         let reference = try TestDomain()
         try prepare(harness.test, words, pending: pending, masked: masked)
         try prepare(reference, words, pending: pending, masked: masked)
+        if let user {
+            prepareUser(harness.test, user)
+            prepareUser(reference, user)
+            harness.test.vcpu.setCoreWord(CoreLayout.vcpuFastIOFlag, try harness.hostAddress(fastIOFlag))
+            try harness.test.memory.write(UInt8(1), at: fastIOFlag)   // as in kernel mode with IOPL 1
+        }
         harness.setRegister(CoreLayout.savedRSP, stack)
         harness.setRegister(CoreLayout.savedR11, 0xaaaa)
         harness.setRegister(CoreLayout.savedRCX, 0xbbbb)
@@ -458,6 +484,9 @@ struct Ring0CoreIretTests {
         guard done else {
             #expect(coreMask == masked, "a deferred iret leaves the mask", sourceLocation: sourceLocation)
             #expect(harness.register(CoreLayout.savedRSP) == stack, sourceLocation: sourceLocation)
+            #expect(harness.test.vcpu.mode == .kernel, "a deferred iret leaves the mode", sourceLocation: sourceLocation)
+            #expect(try harness.request(CoreLayout.vcpuRequestCR3) == 0 && harness.request(CoreLayout.vcpuRequestSwapGS) == 0,
+                    sourceLocation: sourceLocation)
             return false
         }
         #expect(outcome == .contextReplaced, sourceLocation: sourceLocation)
@@ -472,8 +501,50 @@ struct Ring0CoreIretTests {
         #expect(core.rflags == host.rflags, "rflags \(String(core.rflags, radix: 16)) vs \(String(host.rflags, radix: 16))", sourceLocation: sourceLocation)
         let hostMask: UInt8 = try reference.memory.read(at: GuestPhysicalAddress(info.rawValue + 1))
         #expect(coreMask == hostMask, sourceLocation: sourceLocation)
-        #expect(reference.vcpu.mode == .kernel, sourceLocation: sourceLocation)
+        #expect(harness.test.vcpu.mode == reference.vcpu.mode, sourceLocation: sourceLocation)
+        if reference.vcpu.mode == .user, let user {
+            // The host toggled in the context; the core asks entry.S to load the user
+            // L4 and exchange the GS bases (which it does with the MSR and the block).
+            #expect(reference.context.gsBase == user.userGS && reference.vcpu.inactiveGSBase == user.kernelGS, sourceLocation: sourceLocation)
+            #expect(try harness.request(CoreLayout.vcpuRequestSwapGS) == 1, sourceLocation: sourceLocation)
+            #expect(harness.test.vcpu.inactiveGSBase == user.userGS, "swapped on the way out, not by the core", sourceLocation: sourceLocation)
+            let userTable = try #require(reference.vcpu.userTable)
+            #expect(try harness.request(CoreLayout.vcpuRequestCR3) == userTable.rawValue << 12, sourceLocation: sourceLocation)
+            let flag: UInt8 = try harness.test.memory.read(at: fastIOFlag)
+            #expect(flag == (user.iopl >= 3 ? 1 : 0), "Xen's iopl_ok for ring 3", sourceLocation: sourceLocation)
+        } else {
+            #expect(try harness.request(CoreLayout.vcpuRequestCR3) == 0 && harness.request(CoreLayout.vcpuRequestSwapGS) == 0,
+                    sourceLocation: sourceLocation)
+        }
         return true
+    }
+
+    @Test("returns to user mode with the selectors the host last resumed complete in the VM as the host's do")
+    func kernelToUser() throws {
+        let user = Self.context(rip: 0x40_1000, cs: 0x33, rsp: 0x7fff_0000_0000, ss: 0x2b)
+        #expect(try Self.compare(user, user: UserSetup()))
+        #expect(try Self.compare(user, user: UserSetup(iopl: 3)))                      // user mode may cli too
+        #expect(try Self.compare(Self.context(rip: 0x40_1000, cs: 0x33, rflags: 0x46, rsp: 0x7fff_0000_0000, ss: 0x2b),
+                                 user: UserSetup()))                                    // stays masked
+        #expect(try Self.compare(Self.context(rip: 0x40_1000, cs: 0x33, rsp: 0x7fff_0000_0000, ss: 0x28),
+                                 user: UserSetup()))                                    // ss's RPL forced, as the host does
+    }
+
+    @Test("a return to user mode the core cannot vouch for is the host's")
+    func kernelToUserDeferred() throws {
+        let user = Self.context(rip: 0x40_1000, cs: 0x33, rsp: 0x7fff_0000_0000, ss: 0x2b)
+        #expect(try Self.compare(user, user: UserSetup(userSelectors: nil)) == false)         // none resumed yet
+        #expect(try Self.compare(user, user: UserSetup(userSelectors: (0x23, 0x2b))) == false) // another CS
+        #expect(try Self.compare(user, user: UserSetup(userSelectors: (0x33, 0x3b))) == false) // another SS
+        #expect(try Self.compare(user, pending: 1, masked: 1, user: UserSetup()) == false)    // an event to deliver
+        #expect(try Self.compare(Self.context(rip: 0x0000_8000_0000_0000, cs: 0x33, rsp: 0x7fff_0000_0000, ss: 0x2b), user: UserSetup()) == false)   // non-canonical
+        // No user page tables: the host crashes the domain, as Xen does.
+        let harness = try CoreHarness()
+        try Self.prepare(harness.test, user, pending: 0, masked: 1)
+        Self.prepareUser(harness.test, UserSetup(userTable: false))
+        harness.test.vcpu.setCoreWord(CoreLayout.vcpuFastIOFlag, try harness.hostAddress(Self.fastIOFlag))
+        harness.setRegister(CoreLayout.savedRSP, Self.stack)
+        #expect(try harness.core(Hypercall.iret.rawValue, []) == nil)
     }
 
     @Test("kernel-to-kernel irets complete in the VM exactly as the host completes them")
@@ -490,7 +561,7 @@ struct Ring0CoreIretTests {
     func deferred() throws {
         // Unmasking with an event pending: the host must deliver it.
         #expect(try Self.compare(Self.context(), pending: 1, masked: 1) == false)
-        // A return to user mode switches page tables and GS: the host's.
+        // A return to user mode before the host has resumed user mode once: the host's.
         #expect(try Self.compare(Self.context(rip: 0x40_1000, cs: 0xe033, rsp: 0x7fff_0000_0000, ss: 0xe02b)) == false)
         // Unusual selectors, non-canonical addresses.
         #expect(try Self.compare(Self.context(cs: 0x10)) == false)

@@ -5,6 +5,7 @@ import Foundation
 import Ring0Core
 import Testing
 import Hypervisor
+import KVM
 import XenABI
 
 @testable import Machine
@@ -66,6 +67,9 @@ struct Ring0EntryTests {
             "UPCALL_MASK": UInt64(VCPUInfoLayout.upcallMask),
             "GP_STUB": UInt64(StubCode.generalProtectionOffset),
             "FAST_IO_BELOW_TOP": StubCode.fastIOFlagBelowTop,
+            "REQUEST_SWAP_GS": UInt64(CoreLayout.vcpuRequestSwapGS),
+            "INACTIVE_GS_BASE": UInt64(CoreLayout.vcpuInactiveGSBase),
+            "MSR_GS_BASE": UInt64(MSR.gsBase),
         ]
         for (name, value) in expected {
             #expect(equ[name] == value, "\(name) in ring0/entry.S")
