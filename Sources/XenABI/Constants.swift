@@ -379,10 +379,30 @@ public enum X86Exception {
 
     /// Short mnemonic, e.g. "#PF".
     public static func mnemonic(_ vector: UInt8) -> String {
-        let names: [UInt8: String] = [0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM",
-                                      8: "#DF", 10: "#TS", 11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF",
-                                      17: "#AC", 18: "#MC", 19: "#XM", 20: "#VE", 21: "#CP"]
-        return names[vector] ?? "vector \(vector)"
+        // A switch, not a dictionary: this names every exception exit's counter.
+        switch vector {
+        case 0: return "#DE"
+        case 1: return "#DB"
+        case 2: return "NMI"
+        case 3: return "#BP"
+        case 4: return "#OF"
+        case 5: return "#BR"
+        case 6: return "#UD"
+        case 7: return "#NM"
+        case 8: return "#DF"
+        case 10: return "#TS"
+        case 11: return "#NP"
+        case 12: return "#SS"
+        case 13: return "#GP"
+        case 14: return "#PF"
+        case 16: return "#MF"
+        case 17: return "#AC"
+        case 18: return "#MC"
+        case 19: return "#XM"
+        case 20: return "#VE"
+        case 21: return "#CP"
+        default: return "vector \(vector)"
+        }
     }
 }
 
