@@ -6,6 +6,10 @@
  * xen_version(XENVER_version, NULL) with rdtsc, and converts TSC ticks to ns
  * with the pvclock scale: ns = ((ticks << shift, or >> -shift) * mul) >> 32.
  * Prints "domus-bench: xen_version_ns=<per-call ns> calls=10000".
+ *
+ * Then times 10000 stack_switch calls, which the ring-0 core completes inside the
+ * VM, twice: through the hypercall page, and with a bare `syscall` as Linux makes
+ * its hypercalls. Prints "domus-bench: stack_switch_page_ns=... stack_switch_syscall_ns=...".
  */
 #include "runtime.h"
 
@@ -68,4 +72,36 @@ void guest_main(void)
     printk("domus-test: hcbench ticks=%lu total_ns=%lu ticks_per_call=%lu\n", ticks, ns,
            ticks / CALLS);
     printk("domus-bench: xen_version_ns=%lu calls=%u\n", ns / CALLS, CALLS);
+
+    /* The stack the kernel is entered on stays what it is: rsp's page. */
+    unsigned long sp;
+    asm volatile("mov %%rsp, %0" : "=r"(sp));
+    sp = (sp & ~4095UL) + 4096;
+    start = rdtsc_ordered();
+    for (unsigned i = 0; i < CALLS; i++)
+        HYPERVISOR_stack_switch(FLAT_KERNEL_SS, sp);
+    uint64_t page_ns = ticks_to_ns(rdtsc_ordered() - start, mul, shift);
+
+    start = rdtsc_ordered();
+    for (unsigned i = 0; i < CALLS; i++) {
+        register unsigned long a1 asm("rdi") = FLAT_KERNEL_SS;
+        register unsigned long a2 asm("rsi") = sp;
+        long result;
+        asm volatile("syscall"
+                     : "=a"(result), "+r"(a1), "+r"(a2)
+                     : "0"((unsigned long)__HYPERVISOR_stack_switch)
+                     : "rcx", "r11", "rdx", "r10", "r8", "memory");
+        if (result != 0)
+            fail("stack_switch by syscall returned %ld", result);
+    }
+    uint64_t syscall_ns = ticks_to_ns(rdtsc_ordered() - start, mul, shift);
+    start = rdtsc_ordered();
+    for (unsigned i = 0; i < CALLS; i++) {
+        uint32_t a = 0, b, c = 0, d;
+        asm volatile("cpuid" : "+a"(a), "=b"(b), "+c"(c), "=d"(d));
+    }
+    uint64_t cpuid_ns = ticks_to_ns(rdtsc_ordered() - start, mul, shift);
+    printk("domus-bench: raw_cpuid_ns=%lu\n", cpuid_ns / CALLS);
+    printk("domus-bench: stack_switch_page_ns=%lu stack_switch_syscall_ns=%lu calls=%u\n",
+           page_ns / CALLS, syscall_ns / CALLS, CALLS);
 }

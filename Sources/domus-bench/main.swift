@@ -9,7 +9,9 @@ import Toolstack
 /// Null-hypercall round trip: the hcbench PV guest times N xen_version calls through
 /// the hypercall page on Domus; the peer is the bare KVM round trip of BareRoundTrip
 /// (the same ring-3 → #GP → ring-0 stub → host → iretq path with no hypervisor work).
-/// Each is run R times and the median is reported.
+/// Each is run R times and the median is reported. The same guest also times a
+/// hypercall the ring-0 core completes without an exit, and an exit that KVM handles
+/// in the kernel (`cpuid`), which frame what a trip to the host costs.
 ///
 ///     domus-bench create [--runs R] [--guest PATH]
 ///
@@ -58,8 +60,21 @@ if calls != 10_000 && value(of: "--guest", in: arguments) == nil {
     fail("the hcbench guest makes 10000 calls; --calls other than 10000 applies to the bare peer only with --guest")
 }
 
+/// The number after `key=` on the console's `domus-bench:` lines.
+func reported(_ key: String, in text: String) -> Double? {
+    for line in text.split(separator: "\n") where line.hasPrefix("domus-bench: ") {
+        for field in line.dropFirst("domus-bench: ".count).split(separator: " ") {
+            let parts = field.split(separator: "=", maxSplits: 1)
+            if parts.count == 2, parts[0] == key { return Double(parts[1]) }
+        }
+    }
+    return nil
+}
+
 var bare: [Double] = []
 var domus: [Double] = []
+var inVM: [Double] = []
+var cpuid: [Double] = []
 for _ in 0..<runs {
     do { bare.append(try BareRoundTrip.run(calls: calls).nanosecondsPerCall) } catch {
         fail("the bare KVM round trip failed: \(error)")
@@ -69,11 +84,13 @@ for _ in 0..<runs {
     options.timeoutSeconds = 120
     let outcome = OneShotRun.run(options, output: { bytes in console.withLock { $0 += bytes } }, diagnostics: { _ in })
     let text = String(decoding: console.withLock { $0 }, as: UTF8.self)
-    guard outcome.status == .poweroff, let line = text.split(separator: "\n").first(where: { $0.hasPrefix("domus-bench: xen_version_ns=") }),
-          let number = line.split(separator: "=").dropFirst().first.flatMap({ Double($0.split(separator: " ").first ?? "") }) else {
+    guard outcome.status == .poweroff, let number = reported("xen_version_ns", in: text),
+          let syscallNs = reported("stack_switch_syscall_ns", in: text), let cpuidNs = reported("raw_cpuid_ns", in: text) else {
         fail("the hcbench guest did not report (status \(outcome.status))")
     }
     domus.append(number)
+    inVM.append(syscallNs)
+    cpuid.append(cpuidNs)
 }
 let bareNs = median(bare)
 let domusNs = median(domus)
@@ -81,3 +98,6 @@ print("null hypercall round trip, \(calls) calls per run, median of \(runs) runs
 print(String(format: "  bare KVM (ring-3 #GP -> ring-0 stub -> host -> iretq)   %8.2f us", bareNs / 1000))
 print(String(format: "  Domus xen_version via the hypercall page               %8.2f us", domusNs / 1000))
 print(String(format: "  Domus over bare                                        %+7.1f %%", (domusNs / bareNs - 1) * 100))
+print("and, for scale, in the same guest:")
+print(String(format: "  stack_switch by syscall (ring-0 core; an exit on PVM)  %8.2f us", median(inVM) / 1000))
+print(String(format: "  cpuid (an exit KVM handles in the kernel)              %8.2f us", median(cpuid) / 1000))
