@@ -18,7 +18,12 @@
  *     leaves to the host exactly as if the gate pointed there (int $0x82), or the
  *     slow `syscall` stub does, with the guest's rsp back (syscall).
  *
- * A third way in, domus_core_gp_entry (gate 13), completes a guest `cli` that its
+ * A third way in, domus_core_pf_entry (gate 14 where ring 0 runs natively), hands a
+ * page fault from guest code to the core, which bounces it to the guest kernel's
+ * handler (FastTraps); the error code waits in the vCPU block meanwhile, and a
+ * deferred fault leaves through vector 14's stub with its frame as the CPU pushed it.
+ *
+ * A fourth way in, domus_core_gp_entry (gate 13), completes a guest `cli` that its
  * virtual IOPL allows (Linux's this_cpu_cmpxchg16b_emu runs one per early slab
  * allocation) by setting the vCPU's event mask, and passes every other #GP to the
  * stubs page's handler untouched.
@@ -52,6 +57,9 @@
     .equ RFLAGS_GUEST_SET,     0x202        /* IF and the fixed bit, as the host resumes */
     .equ KIND_HYPERCALL_PAGE,  0            /* CoreLayout.entryHypercallPage */
     .equ KIND_SYSCALL,         1            /* CoreLayout.entrySyscall */
+    .equ KIND_PAGE_FAULT,      2            /* CoreLayout.entryPageFault */
+    .equ TRAP_ERROR_CODE,      0xf8         /* CoreLayout.vcpuTrapErrorCode */
+    .equ PAGE_FAULT_VECTOR,    14
     .equ FAST_IO_BELOW_TOP,    512          /* StubCode.fastIOFlagBelowTop */
     .equ FAST_IO_FLAG,         IST_TOP - FAST_IO_BELOW_TOP  /* set: virtual IOPL allows cli */
     .equ VCPU_INFO,            0x68         /* CoreLayout.vcpuInfo */
@@ -115,6 +123,24 @@ domus_core_syscall_entry:
     movq $GUEST_SS, 32(%rsp)
     SAVE_REGISTERS
     mov $KIND_SYSCALL, %ecx
+    jmp .Lcommon
+
+    .globl domus_core_pf_entry
+domus_core_pf_entry:
+    /* The frame: error code, rip, cs, rflags, rsp, ss. */
+    testb $3, 16(%rsp)
+    jz .Lpf_stub                        /* from ring 0: the hypervisor's own fault */
+    push %rax
+    push %rcx
+    mov %rsp, %rax
+    and $~VCPU_BLOCK_MASK, %rax         /* the vCPU's block */
+    mov 16(%rsp), %rcx                  /* the error code */
+    mov %rcx, CORE_BLOCK + TRAP_ERROR_CODE(%rax)
+    pop %rcx
+    pop %rax
+    add $8, %rsp                        /* the frame is now as an int's */
+    SAVE_REGISTERS
+    mov $KIND_PAGE_FAULT, %ecx
 
 .Lcommon:
     mov %rsp, %rdi                      /* 1st argument: the saved registers */
@@ -123,6 +149,7 @@ domus_core_syscall_entry:
     lea CORE_STACK_TOP(%rsi), %rsp      /* onto the core stack */
     add $CORE_BLOCK, %rsi               /* 2nd argument: the core block */
     mov %cr3, %rdx                      /* 3rd argument: the guest's page table */
+    mov %cr2, %r8                       /* 5th argument: the faulting address */
     push %rdi
     push %rsi
     push %rcx
@@ -185,11 +212,23 @@ domus_core_return_path_end:
 .Ldeferred:
     cmp $KIND_SYSCALL, %ecx
     je 4f
+    cmp $KIND_PAGE_FAULT, %ecx
+    je 7f
     RESTORE_REGISTERS
     jmp domus_core_entry - STUBS_TO_CORE + HYPERCALL_VECTOR * STUB_STRIDE
 4:  RESTORE_REGISTERS
     mov 24(%rsp), %rsp                  /* the guest's rsp, as at the `syscall` */
     jmp domus_core_entry - STUBS_TO_CORE + SYSCALL_STUB
+7:  RESTORE_REGISTERS
+    sub $8, %rsp                        /* the error code goes back under the frame */
+    push %rax
+    mov %rsp, %rax
+    and $~VCPU_BLOCK_MASK, %rax
+    mov CORE_BLOCK + TRAP_ERROR_CODE(%rax), %rax
+    mov %rax, 8(%rsp)
+    pop %rax
+.Lpf_stub:
+    jmp domus_core_entry - STUBS_TO_CORE + PAGE_FAULT_VECTOR * STUB_STRIDE
 
     .globl domus_core_gp_entry
 domus_core_gp_entry:

@@ -64,6 +64,21 @@ extension Domain {
         try? memory.write(UInt64(enabled ? 1 : 0), at: GuestPhysicalAddress(layout.coreHeader.rawValue + UInt64(CoreLayout.headerEnabled)))
     }
 
+    /// What the in-VM core delivered to guest kernels without an exit, by kind, across
+    /// vCPUs: page faults and user-mode system calls bounced, event upcalls.
+    public func coreDeliveredCounts() -> [String: UInt64] {
+        let kinds = [(CoreLayout.inVMPageFault, "#PF"), (CoreLayout.inVMUserSyscall, "system call from user mode"),
+                     (CoreLayout.inVMEventUpcall, "event upcall")]
+        var totals: [String: UInt64] = [:]
+        for vcpu in vcpus {
+            for (slot, name) in kinds {
+                let count = vcpu.coreCounter(CoreLayout.vcpuInVMCounts, UInt64(slot))
+                if count > 0 { totals[name, default: 0] += count }
+            }
+        }
+        return totals
+    }
+
     /// Hypercalls the in-VM core completed, by number, across vCPUs.
     public func coreHandledCounts() -> [UInt64: UInt64] {
         var totals: [UInt64: UInt64] = [:]
@@ -113,6 +128,19 @@ extension VCPU {
         virtualIOPL = 0
         resumedUserSelectors = nil
         publishVCPUInfo()
+        publishTrapsToCore()
+    }
+
+    /// Copies what the core delivers to the guest kernel without the host: the page
+    /// fault handler of the trap table, the syscall and event callbacks (0: none).
+    func publishTrapsToCore() {
+        let pageFault = trapTable[Int(X86Exception.pageFault)]
+        setCoreWord(CoreLayout.vcpuPageFaultHandler, pageFault?.address ?? 0)
+        setCoreWord(CoreLayout.vcpuPageFaultFlags, pageFault?.masksEvents == true ? 1 : 0)
+        let syscall = callbacks[.syscall]
+        setCoreWord(CoreLayout.vcpuSyscallCallback, syscall?.address ?? 0)
+        setCoreWord(CoreLayout.vcpuSyscallCallbackFlags, syscall?.masksEvents == true ? 1 : 0)
+        setCoreWord(CoreLayout.vcpuEventCallback, callbacks[.event]?.address ?? 0)
     }
 
     /// Tells the core where the vcpu_info is, when it is in RAM (the direct map covers

@@ -99,9 +99,13 @@ public final class VCPU: @unchecked Sendable {
         set { setCoreWord(CoreLayout.vcpuUserGSSelector, UInt64(newValue)) }
     }
 
-    // Traps and callbacks.
-    public var trapTable = [TrapInfo?](repeating: nil, count: 256)
-    public var callbacks: [CallbackType: GuestCallback] = [:]
+    // Traps and callbacks (the in-VM core keeps a copy of the ones it delivers).
+    public var trapTable = [TrapInfo?](repeating: nil, count: 256) {
+        didSet { publishTrapsToCore() }
+    }
+    public var callbacks: [CallbackType: GuestCallback] = [:] {
+        didSet { publishTrapsToCore() }
+    }
 
     // Descriptor tables: the guest's GDT frames and entry count, and its LDT.
     public var gdtFrames: [FrameNumber] = []

@@ -44,9 +44,11 @@ public final class DomainMachine: @unchecked Sendable {
 
     /// Guest memory for a domain of `ramFrames` pages and `vcpuCount` vCPUs: RAM from 0
     /// and the hypervisor area above it.
-    /// `fastPath`: whether the in-VM ring-0 core may complete hypercalls.
+    /// `fastPath`: whether the in-VM ring-0 core may complete hypercalls (and, where ring
+    /// 0 runs natively, deliver page faults).
     public static func allocateMemory(ramFrames: UInt64, vcpuCount: Int, fastPath: Bool = true) throws(MachineError) -> (GuestMemory, HypervisorArea) {
-        let area = HypervisorArea(ramFrames: ramFrames, vcpuCount: vcpuCount, fastPath: fastPath)
+        let area = HypervisorArea(ramFrames: ramFrames, vcpuCount: vcpuCount, fastPath: fastPath,
+                                  coreTraps: fastPath && HostCPU.hasHardwareVirtualization)
         do {
             let ram = try GuestMemoryRegion(base: GuestPhysicalAddress(0), size: ramFrames * pageSize, name: "ram", isGuestRAM: true)
             let hypervisor = try GuestMemoryRegion(base: GuestPhysicalAddress(area.base), size: area.totalPages * pageSize,
@@ -178,4 +180,21 @@ public final class DomainMachine: @unchecked Sendable {
     public var crashReport: String? {
         runners.lazy.compactMap { $0.crashReport }.first
     }
+}
+
+/// What the host CPU offers KVM.
+enum HostCPU {
+    /// Whether KVM runs guests with hardware virtualization (the host CPU shows `svm` or
+    /// `vmx` in /proc/cpuinfo), so that ring-0 guest code runs natively. Without it (a
+    /// nested "PVM" KVM, docs/machine-probes.md) ring-0 code is emulated instruction by
+    /// instruction, and a trap is cheaper taken straight to the host than through the
+    /// in-VM core.
+    static let hasHardwareVirtualization: Bool = {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return false }
+        for line in text.split(separator: "\n") where line.hasPrefix("flags") {
+            let flags = line.split(separator: " ")
+            return flags.contains("svm") || flags.contains("vmx")
+        }
+        return false
+    }()
 }

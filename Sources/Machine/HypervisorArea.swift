@@ -47,6 +47,10 @@ public struct HypervisorArea: Sendable {
     /// Whether the hypercall gate leads to the in-VM ring-0 core (else every hypercall
     /// leaves to the host).
     public let fastPath: Bool
+    /// Whether page faults from guest code go to the core first (which bounces them to
+    /// the guest kernel without an exit). Only where ring-0 code runs natively: on a
+    /// host that emulates it, the core's path costs more than the exit it saves.
+    public let coreTraps: Bool
 
     // Guest-virtual bases.
     public static let m2pVirtual: UInt64 = 0xffff_8000_0000_0000
@@ -64,8 +68,9 @@ public struct HypervisorArea: Sendable {
     static let coreBlockOffset: UInt64 = 0x2a000
     static let coreStackTopOffset: UInt64 = 0x2d000
 
-    public init(ramFrames: UInt64, vcpuCount: Int, fastPath: Bool = true) {
+    public init(ramFrames: UInt64, vcpuCount: Int, fastPath: Bool = true, coreTraps: Bool = false) {
         self.fastPath = fastPath
+        self.coreTraps = fastPath && coreTraps
         self.ramFrames = ramFrames
         self.vcpuCount = vcpuCount
         let gib: UInt64 = 1 << 30
@@ -283,9 +288,10 @@ public struct HypervisorArea: Sendable {
         // Code, descriptor tables, TSSs.
         try memory.writeBytes(StubCode.page(), at: stubs)
         try memory.writeBytes(Ring0CoreImage.bytes, at: coreCode)
-        let coreEntries = fastPath ? (hypercall: coreCodeVirtual + Ring0CoreImage.entryOffset,
-                                      syscall: coreCodeVirtual + Ring0CoreImage.syscallEntryOffset,
-                                      generalProtection: coreCodeVirtual + Ring0CoreImage.generalProtectionEntryOffset) : nil
+        let coreEntries = fastPath ? DescriptorTablesBuilder.CoreEntries(hypercall: coreCodeVirtual + Ring0CoreImage.entryOffset,
+                                                 syscall: coreCodeVirtual + Ring0CoreImage.syscallEntryOffset,
+                                                 generalProtection: coreCodeVirtual + Ring0CoreImage.generalProtectionEntryOffset,
+                                                 pageFault: coreTraps ? coreCodeVirtual + Ring0CoreImage.pageFaultEntryOffset : nil) : nil
         try memory.writeBytes(DescriptorTablesBuilder.idt(stubs: stubsVirtual, coreEntries: coreEntries), at: idt)
         for vcpu in 0..<vcpuCount {
             try memory.writeBytes(DescriptorTablesBuilder.tss(istTop: istTopVirtual(vcpu)), at: tss(vcpu))
@@ -352,11 +358,19 @@ enum DescriptorTablesBuilder {
         ]
     }
 
+    /// The core's entry points the IDT leads to (`pageFault`: nil to leave #PF to the stub).
+    struct CoreEntries {
+        var hypercall: UInt64
+        var syscall: UInt64
+        var generalProtection: UInt64
+        var pageFault: UInt64?
+    }
+
     /// 256 interrupt gates: ring-0 code, IST 1, DPL 0 except #BP, #OF and 0x82 (DPL 3,
     /// so `int3`, `into` and the hypercall page's `int $0x82` reach their stubs). When
-    /// the ring-0 core runs, the hypercall vector, the core's syscall vector and #GP
-    /// lead to its entries.
-    static func idt(stubs: UInt64, coreEntries: (hypercall: UInt64, syscall: UInt64, generalProtection: UInt64)? = nil) -> [UInt8] {
+    /// the ring-0 core runs, the hypercall vector, the core's syscall vector, #GP and
+    /// (where ring 0 runs natively) #PF lead to its entries.
+    static func idt(stubs: UInt64, coreEntries: CoreEntries? = nil) -> [UInt8] {
         var writer = ByteWriter(size: 4096)
         for vector in 0..<256 {
             var handler = vector == 13 ? stubs + UInt64(StubCode.generalProtectionOffset)
@@ -365,6 +379,7 @@ enum DescriptorTablesBuilder {
                 if vector == Int(HypercallPage.vector) { handler = coreEntries.hypercall }
                 if vector == Int(StubCode.coreSyscallVector) { handler = coreEntries.syscall }
                 if vector == Int(X86Exception.generalProtection) { handler = coreEntries.generalProtection }
+                if vector == Int(X86Exception.pageFault), let pageFault = coreEntries.pageFault { handler = pageFault }
             }
             // #BP, #OF and the hypercall vector are reachable from ring 3.
             let dpl: UInt64 = (vector == 3 || vector == 4 || vector == Int(HypercallPage.vector)) ? 3 : 0

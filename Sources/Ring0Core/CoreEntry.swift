@@ -1,10 +1,11 @@
 /// The core's entry point: ring0/entry.S calls it for every `int $0x82` (a
-/// hypercall-page call) and every `syscall`, with the guest's registers saved, on the
-/// vCPU's core stack; `entry` says which (`CoreLayout.entry*`).
+/// hypercall-page call), every `syscall` and every page fault from guest code, with
+/// the guest's registers saved, on the vCPU's core stack; `entry` says which
+/// (`CoreLayout.entry*`), `cr2` is the CPU's.
 @_cdecl("domus_core_hypercall")
 public func domusCoreHypercall(_ registers: UnsafeMutableRawPointer, _ vcpuBlock: UnsafeMutableRawPointer,
-                               _ cr3: UInt64, _ entry: UInt64) -> UInt64 {
-    Core.hypercall(registers: registers, vcpuBlock: vcpuBlock, cr3: cr3, entry: entry)
+                               _ cr3: UInt64, _ entry: UInt64, _ cr2: UInt64) -> UInt64 {
+    Core.enter(registers: registers, vcpuBlock: vcpuBlock, cr3: cr3, entry: entry, cr2: cr2)
 }
 
 /// Hypercalls completed inside the VM (see `FastMMU`). The host remains the reference:
@@ -26,10 +27,28 @@ public enum Core {
     static let invlpgLocal: UInt64 = 7
     static let newUserBaseptr: UInt64 = 15
 
-    /// Handles the hypercall in `registers` (saved as `CoreLayout.saved*`) for the vCPU
-    /// whose block is `vcpuBlock`, with the guest's `cr3` loaded. Returns
-    /// `CoreLayout.resultHandled` (rax set, requests in the vCPU block) or
-    /// `resultDeferred` (nothing changed).
+    /// Handles the way in of `entry` (a hypercall, a guest user-mode `syscall`, a page
+    /// fault) with the guest's registers in `registers` (saved as `CoreLayout.saved*`)
+    /// for the vCPU whose block is `vcpuBlock`, with the guest's `cr3` loaded. Returns
+    /// `CoreLayout.resultHandled` (registers and frame rewritten, requests in the vCPU
+    /// block) or `resultDeferred` (nothing changed).
+    public static func enter(registers: UnsafeMutableRawPointer, vcpuBlock: UnsafeMutableRawPointer,
+                             cr3: UInt64, entry: UInt64, cr2: UInt64) -> UInt64 {
+        let vcpu = Words(base: vcpuBlock)
+        let regs = Words(base: registers)
+        if entry == CoreLayout.entryPageFault {
+            guard let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }
+            return FastTraps.pageFault(regs, vcpu, view: context.view, faultAddress: cr2)
+        }
+        if vcpu.u64(UInt64(CoreLayout.vcpuMode)) != 0 {
+            // From guest user mode, a `syscall` is a system call for the guest kernel.
+            guard entry == CoreLayout.entrySyscall, let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }
+            return FastTraps.userSyscall(regs, vcpu, view: context.view)
+        }
+        return hypercall(registers: registers, vcpuBlock: vcpuBlock, cr3: cr3, entry: entry)
+    }
+
+    /// Handles the hypercall in `registers` from guest kernel mode (see `enter`).
     public static func hypercall(registers: UnsafeMutableRawPointer, vcpuBlock: UnsafeMutableRawPointer,
                                  cr3: UInt64, entry: UInt64) -> UInt64 {
         let vcpu = Words(base: vcpuBlock)
@@ -44,24 +63,13 @@ public enum Core {
         return result
     }
 
-    private static func pointer(_ value: UInt64) -> UnsafeMutableRawPointer? {
-        UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: value))
-    }
-
     private static func attempt(_ regs: Words, _ vcpu: Words, cr3: UInt64, number: UInt64, entry: UInt64) -> UInt64 {
         switch number {
         case mmuUpdate, mmuextOp, vcpuOp, stackSwitch, updateVAMapping, xenVersion, setSegmentBase, iret: break
         default: return CoreLayout.resultDeferred
         }
-        guard vcpu.u64(UInt64(CoreLayout.vcpuVersion)) == CoreLayout.version,
-              let headerBase = pointer(vcpu.u64(UInt64(CoreLayout.vcpuDomainHeader))),
-              let ramBase = pointer(vcpu.u64(UInt64(CoreLayout.vcpuRAMBase))),
-              let pageInfoBase = pointer(vcpu.u64(UInt64(CoreLayout.vcpuPageInfo))) else {
-            return CoreLayout.resultDeferred
-        }
-        let header = Words(base: headerBase)
-        guard header.u64(UInt64(CoreLayout.headerEnabled)) != 0,
-              vcpu.u64(UInt64(CoreLayout.vcpuMode)) == 0 else { return CoreLayout.resultDeferred }
+        guard let context = CoreContext(vcpu), vcpu.u64(UInt64(CoreLayout.vcpuMode)) == 0 else { return CoreLayout.resultDeferred }
+        let header = context.header
         // A `syscall` in guest kernel mode is a hypercall; an `int $0x82` only when it
         // is the hypercall page's own (the saved rip follows it).
         if entry != CoreLayout.entrySyscall {
@@ -71,17 +79,17 @@ public enum Core {
                 return CoreLayout.resultDeferred
             }
         }
-        let ramFrames = header.u64(UInt64(CoreLayout.headerRAMFrames))
-        let ram = Words(base: ramBase)
+        let ramFrames = context.ramFrames
+        let ram = context.ram
         switch number {
         case vcpuOp: return vcpuOperation(regs, header)
         case stackSwitch: return FastState.stackSwitch(regs, vcpu)
         case setSegmentBase: return FastState.setSegmentBase(regs, vcpu)
-        case xenVersion: return FastState.xenVersion(regs, vcpu, header, ram: ram, ramFrames: ramFrames)
+        case xenVersion: return FastState.xenVersion(regs, vcpu, header, view: context.view)
         case iret: return FastIret.iret(regs, vcpu, view: GuestView(ram: ram, ramFrames: ramFrames), cr3: cr3)
         default: break
         }
-        let mmu = FastMMU(ram: ram, pages: PageInfoTable(words: Words(base: pageInfoBase), frames: ramFrames),
+        let mmu = FastMMU(ram: ram, pages: PageInfoTable(words: context.pageInfo, frames: ramFrames),
                           ramFrames: ramFrames)
         let lock = CoreLock(header: header)
         let tag = vcpu.u64(UInt64(CoreLayout.vcpuID)) &+ 1
@@ -219,5 +227,32 @@ public enum Core {
         }
         regs.setU64(UInt64(CoreLayout.savedRAX), 0)
         return CoreLayout.resultHandled
+    }
+}
+
+/// The domain's shared pages as the core reaches them: valid once the vCPU block
+/// carries this layout's version and the host has enabled the core.
+struct CoreContext {
+    let header: Words
+    let ram: Words
+    let ramFrames: UInt64
+    let pageInfo: Words
+
+    init?(_ vcpu: Words) {
+        guard vcpu.u64(UInt64(CoreLayout.vcpuVersion)) == CoreLayout.version,
+              let headerBase = Self.pointer(vcpu.u64(UInt64(CoreLayout.vcpuDomainHeader))),
+              let ramBase = Self.pointer(vcpu.u64(UInt64(CoreLayout.vcpuRAMBase))),
+              let pageInfoBase = Self.pointer(vcpu.u64(UInt64(CoreLayout.vcpuPageInfo))) else { return nil }
+        header = Words(base: headerBase)
+        guard header.u64(UInt64(CoreLayout.headerEnabled)) != 0 else { return nil }
+        ram = Words(base: ramBase)
+        ramFrames = header.u64(UInt64(CoreLayout.headerRAMFrames))
+        pageInfo = Words(base: pageInfoBase)
+    }
+
+    var view: GuestView { GuestView(ram: ram, ramFrames: ramFrames) }
+
+    private static func pointer(_ value: UInt64) -> UnsafeMutableRawPointer? {
+        UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: value))
     }
 }

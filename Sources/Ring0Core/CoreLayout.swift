@@ -11,7 +11,7 @@
 public enum CoreLayout {
     /// Bumped whenever a layout below changes; the host writes it into every vCPU block
     /// and the core refuses to run (takes the slow path) on a mismatch.
-    public static let version: UInt64 = 0x444f_4d55_5330_0004   // "DOMUS0" + 4
+    public static let version: UInt64 = 0x444f_4d55_5330_0005   // "DOMUS0" + 5
 
     // MARK: Page information: one entry per RAM frame (Xen's page_info)
 
@@ -103,11 +103,30 @@ public enum CoreLayout {
     /// u64: where the core finds the vCPU's #GP fast-path flag byte (a pointer in the
     /// core's address space; 0: unknown): set while the current guest mode may `cli`.
     public static let vcpuFastIOFlag = 0x0c0
+    /// u64, set by the host: the guest's page-fault handler (its trap table's entry 14;
+    /// 0: none) and whether it masks events (bit 0).
+    public static let vcpuPageFaultHandler = 0x0c8
+    public static let vcpuPageFaultFlags = 0x0d0
+    /// u64, set by the host: the syscall callback (0: none) and whether it masks events.
+    public static let vcpuSyscallCallback = 0x0d8
+    public static let vcpuSyscallCallbackFlags = 0x0e0
+    /// u64, set by the host: the event callback (0: none); upcalls always mask events.
+    public static let vcpuEventCallback = 0x0e8
+    /// u64, set by ring0/entry.S: the error code of the exception being handled.
+    /// Its offset is fixed in ring0/entry.S.
+    public static let vcpuTrapErrorCode = 0x0f8
     /// u64 counters, by hypercall number (0..<64): hypercalls the core completed.
     public static let vcpuHandledCounts = 0x100
     /// u64 counters, by hypercall number (0..<64): hypercalls the core left to the host.
     public static let vcpuDeferredCounts = 0x300
     public static let counterSlots = 64
+    /// u64 counters of what the core delivered to the guest kernel without an exit,
+    /// indexed by `inVM*`.
+    public static let vcpuInVMCounts = 0x500
+    public static let inVMPageFault = 0
+    public static let inVMUserSyscall = 1
+    public static let inVMEventUpcall = 2
+    public static let inVMCounterSlots = 8
 
     /// A base-pointer field holding no table.
     public static let noFrame: UInt64 = ~0
@@ -126,6 +145,9 @@ public enum CoreLayout {
     public static let entryHypercallPage: UInt64 = 0
     /// `syscall` (MSR_LSTAR's stub raises the core's gate from ring 0).
     public static let entrySyscall: UInt64 = 1
+    /// A page fault from guest code (the error code is in `vcpuTrapErrorCode`, the
+    /// faulting address is cr2).
+    public static let entryPageFault: UInt64 = 2
 
     // MARK: What the core returns to ring0/entry.S
 

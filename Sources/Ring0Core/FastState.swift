@@ -52,15 +52,11 @@ enum FastState {
     }
 
     /// xen_version(XENVER_version). Linux also calls it to have pending events
-    /// delivered (xen_force_evtchn_callback), so with an event pending and unmasked it
-    /// goes to the host, which delivers it on the way back.
-    static func xenVersion(_ regs: Words, _ vcpu: Words, _ header: Words, ram: Words, ramFrames: UInt64) -> UInt64 {
+    /// delivered (xen_force_evtchn_callback): with one pending and unmasked, the core
+    /// delivers the upcall on the way back, as the host does.
+    static func xenVersion(_ regs: Words, _ vcpu: Words, _ header: Words, view: GuestView) -> UInt64 {
         guard regs.u64(UInt64(CoreLayout.savedRDI)) == xenVersionVersion else { return CoreLayout.resultDeferred }
-        let info = vcpu.u64(UInt64(CoreLayout.vcpuInfo))
-        guard info != CoreLayout.noFrame, info >> 12 < ramFrames, (info &+ 2) >> 12 < ramFrames else { return CoreLayout.resultDeferred }
-        let pending = ram.u8(info)
-        let masked = ram.u8(info &+ 1)
-        guard pending == 0 || masked != 0 else { return CoreLayout.resultDeferred }
+        guard FastTraps.deliverEvent(regs, vcpu, view: view) else { return CoreLayout.resultDeferred }
         return handled(regs, header.u64(UInt64(CoreLayout.headerXenVersion)))
     }
 }

@@ -41,6 +41,9 @@ public enum OneShotRun {
         public let hypercalls: [UInt64: UInt64]
         /// Of `hypercalls`, those the in-VM ring-0 core completed without an exit.
         public var inVM: [UInt64: UInt64] = [:]
+        /// Traps and upcalls the in-VM ring-0 core delivered to the guest kernel
+        /// without an exit, by kind.
+        public var deliveredInVM: [String: UInt64] = [:]
         public let exits: [String: UInt64]
         /// Seconds spent building the domain (decompressing and loading the kernel,
         /// page tables, start info), before its first instruction.
@@ -143,6 +146,7 @@ public enum OneShotRun {
         var outcome = Outcome(status: status, lifecycle: lifecycle, elapsedSeconds: HostClockReading.since(start),
                               hypercalls: domain.hypercallCounts(), exits: domain.exitCounts())
         outcome.inVM = domain.coreHandledCounts()
+        outcome.deliveredInVM = domain.coreDeliveredCounts()
         outcome.buildSeconds = buildSeconds
         outcome.runNanoseconds = UInt64(max(0, HostClockReading.since(runStart)) * 1e9)
         outcome.vcpuTimes = domain.vcpus.map { ($0.cpuTime.load(ordering: .relaxed), $0.blockedTime) }
@@ -164,6 +168,12 @@ public enum OneShotRun {
         for (number, count) in outcome.hypercalls.sorted(by: { $0.value > $1.value }) {
             let inVM = outcome.inVM[number].map { " (\($0) in the VM, without an exit)" } ?? ""
             lines.append("  \(Hypercall.name(of: number)) \(count)\(inVM)")
+        }
+        if !outcome.deliveredInVM.isEmpty {
+            lines.append("domus: delivered to the guest kernel in the VM, without an exit:")
+            for (kind, count) in outcome.deliveredInVM.sorted(by: { $0.value > $1.value }) {
+                lines.append("  \(kind) \(count)")
+            }
         }
         lines.append("domus: exits:")
         for (kind, count) in outcome.exits.sorted(by: { $0.value > $1.value }) {

@@ -59,6 +59,9 @@ struct Ring0EntryTests {
             "RFLAGS_GUEST_SET": RFlags.interrupt | RFlags.fixed,
             "KIND_HYPERCALL_PAGE": CoreLayout.entryHypercallPage,
             "KIND_SYSCALL": CoreLayout.entrySyscall,
+            "KIND_PAGE_FAULT": CoreLayout.entryPageFault,
+            "TRAP_ERROR_CODE": UInt64(CoreLayout.vcpuTrapErrorCode),
+            "PAGE_FAULT_VECTOR": UInt64(X86Exception.pageFault),
             "ATTENTION_VECTOR": UInt64(StubCode.attentionVector),
             "VCPU_INFO": UInt64(CoreLayout.vcpuInfo),
             "REQUEST_MSR": UInt64(CoreLayout.vcpuRequestMSR),
@@ -77,6 +80,23 @@ struct Ring0EntryTests {
         // Every vCPU block is aligned to its stride, so the mask finds it from the IST stack.
         #expect(area.vcpuVirtual(1) % HypervisorArea.perVCPUVirtualStride == 0)
         #expect(HypervisorArea.coreStackTopOffset <= HypervisorArea.perVCPUVirtualStride)
+    }
+
+    @Test("#PF leads to the core only where ring 0 runs natively; the other gates as before")
+    func pageFaultGate() {
+        func gate(_ idt: [UInt8], _ vector: Int) -> UInt64 {
+            let low = (0..<8).reduce(UInt64(0)) { $0 | UInt64(idt[vector * 16 + $1]) << (8 * $1) }
+            let high = (8..<12).reduce(UInt64(0)) { $0 | UInt64(idt[vector * 16 + $1]) << (8 * ($1 - 8)) }
+            return (low & 0xffff) | ((low >> 48) & 0xffff) << 16 | high << 32
+        }
+        let stubs: UInt64 = 0xffff_8080_0000_0000
+        let entries = DescriptorTablesBuilder.CoreEntries(hypercall: 0x1000, syscall: 0x2000, generalProtection: 0x3000, pageFault: 0x4000)
+        let withTraps = DescriptorTablesBuilder.idt(stubs: stubs, coreEntries: entries)
+        #expect(gate(withTraps, 14) == 0x4000 && gate(withTraps, 13) == 0x3000 && gate(withTraps, 0x82) == 0x1000)
+        var withoutTraps = entries
+        withoutTraps.pageFault = nil
+        #expect(gate(DescriptorTablesBuilder.idt(stubs: stubs, coreEntries: withoutTraps), 14) == stubs + 14 * UInt64(StubCode.vectorStubStride))
+        #expect(!HypervisorArea(ramFrames: 256, vcpuCount: 1, fastPath: false, coreTraps: true).coreTraps, "no core, no core traps")
     }
 
     /// Whether the Swift toolchain next to `swiftc` has the LLVM tools the core's build needs.

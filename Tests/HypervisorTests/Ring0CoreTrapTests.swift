@@ -1,0 +1,295 @@
+// The in-VM ring-0 core's bounces (Sources/Ring0Core/FastTraps.swift) against the
+// host's (Traps.exception, Traps.syscall, Traps.deliverPendingEvents): page faults and
+// user-mode system calls bounced to the guest kernel, and the event upcall after
+// xen_version. What the core completes must leave the registers, the frame on the
+// guest's stack, vcpu_info and the vCPU's mode exactly as the host leaves them in a
+// twin domain; what it defers must leave everything untouched.
+
+import GuestMemory
+import Ring0Core
+import Testing
+import XenABI
+
+@testable import Hypervisor
+
+/// vcpu_info in RAM (frame 100), as Linux registers it; the #GP fast-path flag's byte.
+private let info = GuestPhysicalAddress(100 * 4096 + 64)
+private let fastIOFlag = GuestPhysicalAddress(100 * 4096 + 2048)
+
+/// How a test sets both domains up.
+private struct Setup {
+    var user = false
+    var pageFaultFlags: UInt8 = 4          // an interrupt gate, as Linux's: masks events
+    var pageFaultHandler = true
+    var syscallMasks = true
+    var syscallCallback = true
+    var eventCallback = true
+    var pending: UInt8 = 0
+    var masked: UInt8 = 0
+    var iopl: UInt8 = 1
+    var rsp: UInt64 = TestDomain.va(16) - 0x108
+    var kernelSP: UInt64 = TestDomain.va(16) - 0x48
+}
+
+private func prepare(_ test: TestDomain, _ setup: Setup) throws {
+    if setup.pageFaultHandler { test.setTrap(14, flags: setup.pageFaultFlags) }
+    if setup.syscallCallback {
+        test.vcpu.callbacks[.syscall] = GuestCallback(address: 0xffff_ffff_8100_3000, masksEvents: setup.syscallMasks)
+    }
+    if setup.eventCallback { test.vcpu.callbacks[.event] = GuestCallback(address: 0xffff_ffff_8100_4000, masksEvents: true) }
+    test.vcpu.vcpuInfoAddress = info
+    try test.memory.write(setup.pending, at: info)
+    try test.memory.write(setup.masked, at: GuestPhysicalAddress(info.rawValue + 1))
+    test.vcpu.virtualIOPL = setup.iopl
+    test.context.rsp = setup.rsp
+    test.context.rip = 0xffff_ffff_8100_1234
+    test.context.rcx = 0xcccc
+    test.context.r11 = 0x1111
+    test.context.rax = 0xaaaa
+    test.context.rflags = RFlags.fixed | RFlags.interrupt | RFlags.carry | RFlags.trap | RFlags.direction
+    if setup.user {
+        try test.enterUserMode(kernelSP: setup.kernelSP)
+        test.context.rflags = RFlags.fixed | RFlags.interrupt | RFlags.zero | RFlags.direction
+    }
+}
+
+extension CoreHarness {
+    /// Loads `context` into the saved registers and frame, as ring0/entry.S leaves them.
+    func load(_ context: GuestContext) {
+        setRegister(CoreLayout.savedRAX, context.rax); setRegister(CoreLayout.savedRBX, context.rbx)
+        setRegister(CoreLayout.savedRCX, context.rcx); setRegister(CoreLayout.savedRDX, context.rdx)
+        setRegister(CoreLayout.savedRSI, context.rsi); setRegister(CoreLayout.savedRDI, context.rdi)
+        setRegister(CoreLayout.savedRBP, context.rbp); setRegister(CoreLayout.savedR8, context.r8)
+        setRegister(CoreLayout.savedR9, context.r9); setRegister(CoreLayout.savedR10, context.r10)
+        setRegister(CoreLayout.savedR11, context.r11); setRegister(CoreLayout.savedR12, context.r12)
+        setRegister(CoreLayout.savedR13, context.r13); setRegister(CoreLayout.savedR14, context.r14)
+        setRegister(CoreLayout.savedR15, context.r15)
+        setRegister(CoreLayout.savedRIP, context.rip); setRegister(CoreLayout.savedCS, UInt64(context.cs))
+        setRegister(CoreLayout.savedRFlags, context.rflags); setRegister(CoreLayout.savedRSP, context.rsp)
+        setRegister(CoreLayout.savedSS, UInt64(context.ss))
+    }
+
+    /// Enters the core through `entry` (with the current registers), as entry.S does.
+    func enter(_ entry: UInt64, cr2: UInt64 = 0, errorCode: UInt64 = 0) throws -> Bool {
+        test.vcpu.setCoreWord(CoreLayout.vcpuTrapErrorCode, errorCode)
+        let block = try #require(UnsafeMutableRawPointer(bitPattern: UInt(try hostAddress(test.layout.coreVCPUBlock(0)))))
+        let cr3 = try #require(test.vcpu.activeTable).rawValue << 12
+        return Core.enter(registers: registers, vcpuBlock: block, cr3: cr3, entry: entry, cr2: cr2) == CoreLayout.resultHandled
+    }
+}
+
+/// What a bounce may change: the registers the guest resumes with, the kernel stack,
+/// vcpu_info, the mode, the GS bases and the page tables in use.
+private struct TrapState: Equatable {
+    var rip: UInt64, cs: UInt64, rflags: UInt64, rsp: UInt64, ss: UInt64
+    var rax: UInt64, rcx: UInt64, r11: UInt64
+    var stack: [UInt8]
+    var pending: UInt8, mask: UInt8, cr2: UInt64
+    var mode: GuestMode
+    var gsBase: UInt64, inactiveGSBase: UInt64
+    var activeTable: FrameNumber?
+    var fastIO: UInt8?
+
+    /// The host's state after its handling.
+    init(host test: TestDomain) throws {
+        let context = test.context
+        rip = context.rip; cs = UInt64(context.cs | 3); rsp = context.rsp; ss = UInt64(context.ss | 3)
+        rflags = (context.rflags & ~RFlags.iopl) | RFlags.interrupt | RFlags.fixed   // as the runner resumes
+        rax = context.rax; rcx = context.rcx; r11 = context.r11
+        (stack, pending, mask, cr2) = try Self.memory(test)
+        mode = test.vcpu.mode
+        gsBase = context.gsBase
+        inactiveGSBase = test.vcpu.inactiveGSBase
+        activeTable = test.vcpu.activeTable
+        fastIO = nil
+    }
+
+    /// The core's state after its handling, with entry.S's requests carried out.
+    init(core harness: CoreHarness, gsBase before: UInt64, tableBefore: FrameNumber?) throws {
+        rip = harness.register(CoreLayout.savedRIP); cs = harness.register(CoreLayout.savedCS)
+        rflags = harness.register(CoreLayout.savedRFlags); rsp = harness.register(CoreLayout.savedRSP)
+        ss = harness.register(CoreLayout.savedSS)
+        rax = harness.register(CoreLayout.savedRAX); rcx = harness.register(CoreLayout.savedRCX)
+        r11 = harness.register(CoreLayout.savedR11)
+        (stack, pending, mask, cr2) = try Self.memory(harness.test)
+        mode = harness.test.vcpu.mode
+        gsBase = before
+        inactiveGSBase = harness.test.vcpu.inactiveGSBase
+        if try harness.request(CoreLayout.vcpuRequestSwapGS) != 0 { swap(&gsBase, &inactiveGSBase) }
+        let cr3 = try harness.request(CoreLayout.vcpuRequestCR3)
+        activeTable = cr3 != 0 ? FrameNumber(cr3 >> 12) : tableBefore
+        fastIO = nil
+    }
+
+    static func memory(_ test: TestDomain) throws -> ([UInt8], UInt8, UInt8, UInt64) {
+        (try test.memory.readBytes(at: GuestPhysicalAddress(14 * 4096), count: 8192),
+         try test.memory.read(at: info), try test.memory.read(at: GuestPhysicalAddress(info.rawValue + 1)),
+         try test.memory.read(at: GuestPhysicalAddress(info.rawValue + UInt64(VCPUInfoLayout.cr2))))
+    }
+}
+
+/// Runs `host` on a reference domain and the core (through `entry`) on a twin, both set
+/// up by `setup`; compares when the core completes, checks nothing changed when it
+/// defers. Returns whether the core completed it.
+private func compare(_ setup: Setup, entry: UInt64, cr2: UInt64 = 0, errorCode: UInt64 = 0,
+                     adjust: (TestDomain) throws -> Void = { _ in },
+                     host: (TestDomain) -> Void, sourceLocation: SourceLocation = #_sourceLocation) throws -> Bool {
+    let reference = try TestDomain()
+    let harness = try CoreHarness()
+    try prepare(reference, setup)
+    try prepare(harness.test, setup)
+    try adjust(reference)
+    try adjust(harness.test)
+    harness.test.vcpu.setCoreWord(CoreLayout.vcpuFastIOFlag, try harness.hostAddress(fastIOFlag))
+    try harness.test.memory.write(UInt8(0xee), at: fastIOFlag)
+    harness.load(harness.test.context)
+    let gsBefore = harness.test.context.gsBase
+    let tableBefore = harness.test.vcpu.activeTable
+    let before = try TrapState(core: harness, gsBase: gsBefore, tableBefore: tableBefore)
+
+    let completed = try harness.enter(entry, cr2: cr2, errorCode: errorCode)
+    host(reference)
+    Traps.deliverPendingEvents(reference.vcpu, &reference.context)   // as the runner does before resuming
+    var core = try TrapState(core: harness, gsBase: gsBefore, tableBefore: tableBefore)
+    guard completed else {
+        #expect(core == before, "a deferral changes nothing", sourceLocation: sourceLocation)
+        #expect(try harness.test.memory.read(UInt8.self, at: fastIOFlag) == 0xee, sourceLocation: sourceLocation)
+        return false
+    }
+    #expect(!reference.isCrashed, sourceLocation: sourceLocation)
+    let expected = try TrapState(host: reference)
+    #expect(core.stack == expected.stack, "the bounce frame", sourceLocation: sourceLocation)
+    core.stack = expected.stack
+    #expect(core == expected, sourceLocation: sourceLocation)
+    if setup.user {
+        let flag = try harness.test.memory.read(UInt8.self, at: fastIOFlag)
+        #expect(flag == (setup.iopl >= 1 ? 1 : 0), "Xen's iopl_ok for kernel mode", sourceLocation: sourceLocation)
+    }
+    return true
+}
+
+@Suite("The in-VM ring-0 core: bounces to the guest kernel")
+struct Ring0CoreTrapTests {
+    static func pageFault(errorCode: UInt64, address: UInt64) -> (TestDomain) -> Void {
+        { test in test.exception(vector: 14, errorCode: errorCode, faultAddress: address) }
+    }
+
+    @Test("A user-mode page fault is bounced as the host bounces it", arguments: [UInt64(4), 6, 7, 0x14, 0x15])
+    func userPageFault(errorCode: UInt64) throws {
+        for masked: UInt8 in [0, 1] {
+            #expect(try compare(Setup(user: true, masked: masked), entry: CoreLayout.entryPageFault, cr2: 0x7f00_1234_5000,
+                                errorCode: errorCode, host: Self.pageFault(errorCode: errorCode, address: 0x7f00_1234_5000)))
+        }
+        // A handler that leaves events on, with none pending; and the virtual IOPL of ring 3.
+        #expect(try compare(Setup(user: true, pageFaultFlags: 0, iopl: 3), entry: CoreLayout.entryPageFault, cr2: 0x1000,
+                            errorCode: errorCode, host: Self.pageFault(errorCode: errorCode, address: 0x1000)))
+    }
+
+    @Test("A kernel-mode page fault is bounced on the current stack, unless the host may have to emulate it")
+    func kernelPageFault() throws {
+        for errorCode: UInt64 in [0, 4, 6, 0x14] {
+            #expect(try compare(Setup(), entry: CoreLayout.entryPageFault, cr2: 0x7f00_0000_1000, errorCode: errorCode,
+                                host: Self.pageFault(errorCode: errorCode, address: 0x7f00_0000_1000)))
+        }
+        // An unaligned stack is aligned down to 16 bytes first.
+        #expect(try compare(Setup(rsp: TestDomain.va(16) - 0x10b), entry: CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 4,
+                            host: Self.pageFault(errorCode: 4, address: 0x1000)))
+        // A write to a present page from kernel mode may be a page-table write.
+        for errorCode: UInt64 in [3, 7] {
+            #expect(try !compare(Setup(), entry: CoreLayout.entryPageFault, cr2: TestDomain.va(4), errorCode: errorCode,
+                                 host: { _ in }))
+        }
+    }
+
+    @Test("A frame that crosses a page boundary is written to both pages")
+    func frameAcrossPages() throws {
+        // 0x20 below the page: the 64-byte frame spans frames 14 and 15.
+        #expect(try compare(Setup(rsp: TestDomain.va(15) + 0x20), entry: CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 4,
+                            adjust: { test in
+                                // Mark the two stack pages so the comparison sees both halves.
+                                try test.memory.writeBytes([UInt8](repeating: 0x5a, count: 4096), at: GuestPhysicalAddress(14 * 4096))
+                            },
+                            host: Self.pageFault(errorCode: 4, address: 0x1000)))
+    }
+
+    @Test("The kick page, the hypervisor's addresses, a missing handler or kernel stack, an unwritable stack, and an event left pending go to the host untouched")
+    func deferrals() throws {
+        let nothing: (TestDomain) -> Void = { _ in }
+        // The kick page and faults at the stubs are in the hypervisor's range.
+        #expect(try !compare(Setup(user: true), entry: CoreLayout.entryPageFault, cr2: 0xffff_8080_0000_0f00, errorCode: 0x15, host: nothing))
+        #expect(try !compare(Setup(user: true), entry: CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 0x15,
+                             adjust: { $0.context.rip = 0xffff_8080_0000_0800 }, host: nothing))
+        #expect(try !compare(Setup(user: true, pageFaultHandler: false), entry: CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 4, host: nothing))
+        // The kernel stack is not mapped (stack_switch never called), or read-only.
+        #expect(try !compare(Setup(user: true, kernelSP: 0), entry: CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 4, host: nothing))
+        #expect(try !compare(Setup(user: true, kernelSP: TestDomain.unmapped + 0x800), entry: CoreLayout.entryPageFault, cr2: 0x1000,
+                             errorCode: 4, host: nothing))
+        #expect(try !compare(Setup(rsp: TestDomain.va(5) + 0x800), entry: CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 4, host: nothing))
+        // A handler that leaves events on while one is pending: the host delivers both.
+        #expect(try !compare(Setup(user: true, pageFaultFlags: 0, pending: 1), entry: CoreLayout.entryPageFault, cr2: 0x1000,
+                             errorCode: 4, host: nothing))
+        // vcpu_info outside RAM (still in shared_info): the host's.
+        #expect(try !compare(Setup(user: true), entry: CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 4,
+                             adjust: { $0.vcpu.vcpuInfoAddress = $0.sharedInfoField(SharedInfoLayout.vcpuInfo(0)) }, host: nothing))
+        // The core disabled (tracing).
+        #expect(try !compare(Setup(user: true), entry: CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 4,
+                             adjust: { $0.domain.setCoreEnabled(false) }, host: nothing))
+    }
+
+    @Test("A system call from guest user mode goes to the syscall callback as the host sends it")
+    func userSyscall() throws {
+        for masks in [true, false] {
+            for masked: UInt8 in [0, 1] {
+                #expect(try compare(Setup(user: true, syscallMasks: masks, masked: masked), entry: CoreLayout.entrySyscall,
+                                    adjust: { test in
+                                        // entry.S's frame: rip from rcx, flags from r11, the flat selectors.
+                                        test.context.rcx = test.context.rip
+                                        test.context.r11 = 0x10_0a47   // DF, AC and RF set
+                                        test.context.cs = FlatSelector.userCS64
+                                        test.context.ss = FlatSelector.userSS64
+                                        test.context.rflags = 0x202
+                                    },
+                                    host: { test in
+                                        _ = Traps.syscall(test.vcpu, &test.context, returnAddress: test.context.rcx, flags: test.context.r11)
+                                    }))
+            }
+        }
+        // No callback: the host raises #UD.
+        #expect(try !compare(Setup(user: true, syscallCallback: false), entry: CoreLayout.entrySyscall, host: { _ in }))
+    }
+
+    @Test("xen_version with an event pending and unmasked delivers the upcall as the host does")
+    func eventUpcall() throws {
+        let version: (TestDomain) -> Void = { test in test.call(.xenVersion, 0, 0) }
+        let prepareCall: (TestDomain) throws -> Void = { test in
+            test.context.rax = Hypercall.xenVersion.rawValue
+            test.context.rdi = 0
+        }
+        #expect(try compare(Setup(pending: 1, masked: 0), entry: CoreLayout.entrySyscall, adjust: prepareCall, host: version))
+        #expect(try compare(Setup(pending: 1, masked: 1), entry: CoreLayout.entrySyscall, adjust: prepareCall, host: version))
+        #expect(try compare(Setup(pending: 0, masked: 0), entry: CoreLayout.entrySyscall, adjust: prepareCall, host: version))
+        // No event callback: nothing to deliver to, as on the host.
+        #expect(try compare(Setup(eventCallback: false, pending: 1), entry: CoreLayout.entrySyscall, adjust: prepareCall, host: version))
+        // A stack the core cannot write: the host's (it crashes the domain).
+        #expect(try !compare(Setup(pending: 1, rsp: TestDomain.va(5) + 0x800), entry: CoreLayout.entrySyscall,
+                             adjust: prepareCall, host: { _ in }))
+    }
+
+    @Test("The core counts what it delivered, and the host publishes the handlers it needs")
+    func countersAndPublishing() throws {
+        let harness = try CoreHarness()
+        let test = harness.test
+        try prepare(test, Setup(user: true))
+        #expect(test.vcpu.coreWord(CoreLayout.vcpuPageFaultHandler) == TestDomain.handler + 14 * 0x10)
+        #expect(test.vcpu.coreWord(CoreLayout.vcpuPageFaultFlags) == 1)
+        #expect(test.vcpu.coreWord(CoreLayout.vcpuSyscallCallback) == 0xffff_ffff_8100_3000)
+        #expect(test.vcpu.coreWord(CoreLayout.vcpuEventCallback) == 0xffff_ffff_8100_4000)
+        harness.test.vcpu.setCoreWord(CoreLayout.vcpuFastIOFlag, try harness.hostAddress(fastIOFlag))
+        harness.load(test.context)
+        #expect(try harness.enter(CoreLayout.entryPageFault, cr2: 0x1000, errorCode: 4))
+        #expect(test.domain.coreDeliveredCounts() == ["#PF": 1])
+        // set_trap_table with a null list clears the table, and the core's copy.
+        test.call(.setTrapTable, 0)
+        #expect(test.vcpu.coreWord(CoreLayout.vcpuPageFaultHandler) == 0)
+    }
+}
