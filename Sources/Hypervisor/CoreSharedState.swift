@@ -65,10 +65,12 @@ extension Domain {
     }
 
     /// What the in-VM core delivered to guest kernels without an exit, by kind, across
-    /// vCPUs: page faults and user-mode system calls bounced, event upcalls.
+    /// vCPUs: page faults and user-mode system calls bounced, event upcalls, writes to
+    /// page tables emulated.
     public func coreDeliveredCounts() -> [String: UInt64] {
         let kinds = [(CoreLayout.inVMPageFault, "#PF"), (CoreLayout.inVMUserSyscall, "system call from user mode"),
-                     (CoreLayout.inVMEventUpcall, "event upcall")]
+                     (CoreLayout.inVMEventUpcall, "event upcall"),
+                     (CoreLayout.inVMPageTableWrite, "page-table write emulated (#PF)")]
         var totals: [String: UInt64] = [:]
         for vcpu in vcpus {
             for (slot, name) in kinds {

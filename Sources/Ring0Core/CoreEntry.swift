@@ -38,7 +38,7 @@ public enum Core {
         let regs = Words(base: registers)
         if entry == CoreLayout.entryPageFault {
             guard let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }
-            return FastTraps.pageFault(regs, vcpu, view: context.view, faultAddress: cr2)
+            return FastTraps.pageFault(regs, vcpu, context: context, faultAddress: cr2, cr3: cr3)
         }
         if vcpu.u64(UInt64(CoreLayout.vcpuMode)) != 0 {
             // From guest user mode, a `syscall` is a system call for the guest kernel.

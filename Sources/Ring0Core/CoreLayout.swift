@@ -126,6 +126,7 @@ public enum CoreLayout {
     public static let inVMPageFault = 0
     public static let inVMUserSyscall = 1
     public static let inVMEventUpcall = 2
+    public static let inVMPageTableWrite = 3
     public static let inVMCounterSlots = 8
 
     /// A base-pointer field holding no table.

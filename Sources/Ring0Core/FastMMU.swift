@@ -46,6 +46,29 @@ struct FastMMU {
         return true
     }
 
+    /// Changes one entry of a validated L1 in use to `transform(old)`, as the host's
+    /// writable page-table emulation does (`PageTableUpdates.modify` with `requireL1`).
+    /// Returns the old entry, or nil (nothing changed) when the host must do it.
+    /// Called with the core lock held.
+    func modifyL1Entry(at address: UInt64, _ transform: (UInt64) -> UInt64) -> UInt64? {
+        let frame = address >> 12
+        guard address & 7 == 0, frame < ramFrames, pages.typeCount(frame) > 0, pages.type(frame) == PageTypeCode.l1 else {
+            return nil
+        }
+        let old = ram.atomicLoad(address)
+        let new = transform(old)
+        if new == old { return old }
+        guard canAcquire(new, level: 1), canRelease(old, level: 1, acquiring: new) else { return nil }
+        acquire(new, level: 1)
+        guard ram.compareExchange(address, expected: old, desired: CorePTE.adjust(new, level: 1)) == old else {
+            // The hardware set A/D meanwhile: undo, and let the host retry.
+            release(new, level: 1)
+            return nil
+        }
+        release(old, level: 1)
+        return old
+    }
+
     /// Whether `entry` at `level` may be installed without the host: present entries
     /// with allowed flags, pointing at RAM whose type reference needs no validation.
     func canAcquire(_ entry: UInt64, level: UInt64) -> Bool {

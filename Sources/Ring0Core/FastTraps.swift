@@ -14,8 +14,8 @@
 /// the kernel's page tables and GS base) or below the current one (kernel mode),
 /// 16-byte aligned.
 ///
-/// Left to the host, untouched: a fault the host may have to emulate (a kernel write
-/// to a page table), the kick page and the hypervisor's own addresses, no handler, no
+/// A kernel write to one of its page tables is emulated (`FastPTWrite`) or left to the
+/// host, never bounced here. Left to the host, untouched: the kick page and the hypervisor's own addresses, no handler, no
 /// kernel page tables, a stack the core cannot write, and a bounce after which an
 /// unmasked event would still wait (the host delivers both).
 enum FastTraps {
@@ -32,16 +32,20 @@ enum FastTraps {
     static let infoPending: UInt64 = 0, infoMask: UInt64 = 1, infoCR2: UInt64 = 0x10
 
     /// `#PF` from guest code (entry.S saved the error code in the vCPU block).
-    static func pageFault(_ regs: Words, _ vcpu: Words, view: GuestView, faultAddress: UInt64) -> UInt64 {
+    static func pageFault(_ regs: Words, _ vcpu: Words, context: CoreContext, faultAddress: UInt64, cr3: UInt64) -> UInt64 {
+        let view = context.view
         let rip = regs.u64(UInt64(CoreLayout.savedRIP))
         // The kick page, and faults at the stubs (a `syscall` on hosts that jump to
         // MSR_LSTAR in ring 3), are the host's; so is any address it must report.
         guard GuestView.isGuestAddress(faultAddress), GuestView.isGuestAddress(rip) else { return CoreLayout.resultDeferred }
         let user = vcpu.u64(UInt64(CoreLayout.vcpuMode)) != 0
         var errorCode = vcpu.u64(UInt64(CoreLayout.vcpuTrapErrorCode))
-        // A kernel write to a present read-only page may be a page-table write the host
-        // emulates (writable page tables).
-        if !user && errorCode & (errorPresent | errorWrite) == errorPresent | errorWrite { return CoreLayout.resultDeferred }
+        // A kernel write to a present read-only page may be a write to one of its page
+        // tables (writable page tables): emulated here in the common cases, else the
+        // host's, which emulates it or delivers the fault.
+        if !user && errorCode & (errorPresent | errorWrite) == errorPresent | errorWrite {
+            return FastPTWrite.emulate(regs, vcpu, context: context, faultAddress: faultAddress, cr3: cr3)
+        }
         let handler = vcpu.u64(UInt64(CoreLayout.vcpuPageFaultHandler))
         guard handler != 0 else { return CoreLayout.resultDeferred }
         errorCode = (errorCode & ~errorUser) | (user ? errorUser : 0)

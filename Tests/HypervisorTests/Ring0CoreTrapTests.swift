@@ -293,3 +293,109 @@ struct Ring0CoreTrapTests {
         #expect(test.vcpu.coreWord(CoreLayout.vcpuPageFaultHandler) == 0)
     }
 }
+
+@Suite("The in-VM ring-0 core: page-table writes")
+struct Ring0CorePTWriteTests {
+    /// One random write fault: the instruction bytes, the register values it uses, and
+    /// the address it writes (mostly entries of the fixture's L1, mapped read-only at
+    /// va(4); some elsewhere).
+    static func randomWrite(_ random: inout SplitMix) -> (code: [UInt8], registers: [Int: UInt64], address: UInt64) {
+        func below(_ bound: UInt64) -> UInt64 { random.next() % bound }
+        func chance(_ percent: UInt64) -> Bool { below(100) < percent }
+        // Entries of frames the test itself needs (tables, code, stack) stay as they are.
+        let pfn = chance(85) ? 180 + below(90) : [100, 200, 255, 300][Int(below(4))]
+        var address = TestDomain.l1EntryVA(mapping: pfn)
+        if chance(8) { address = TestDomain.va([1, 2, 3][Int(below(3))]) + below(512) * 8 }   // an L2–L4: the host's
+        var flags = chance(85) ? PTE.present : 0
+        for bit in [PTE.rw, PTE.user, PTE.accessed, PTE.dirty, PTE.global, PTE.nx] where chance(45) { flags |= bit }
+        if chance(4) { flags |= [PTE.pse, 1 << 62, 1 << 9][Int(below(3))] }
+        let target = chance(85) ? 180 + below(90) : [1, 2, 4, 5, 200, TestDomain.ramFrames + 3][Int(below(6))]
+        var value = entry(target, flags)
+        if chance(3) { value = random.next() }
+        let lock: [UInt8] = chance(50) ? [0xf0] : []
+        switch below(7) {
+        case 0, 1:   // xchg %rdx,(%rax) / xchg %rbx,(%rdx) / xchg %rsi,0(%rbp) / xchg %r9,(%rax)
+            switch below(4) {
+            case 0: return (lock + [0x48, 0x87, 0x10], [0: address, 2: value], address)
+            case 1: return ([0x48, 0x87, 0x1a], [2: address, 3: value], address)
+            case 2: return ([0x48, 0x87, 0x75, 0x00], [5: address, 6: value], address)
+            default: return ([0x4c, 0x87, 0x08], [0: address, 9: value], address)
+            }
+        case 2:      // mov %rdx,(%rax), or a misaligned one (the host's)
+            let misaligned = chance(10) ? UInt64(4) : 0
+            return ([0x48, 0x89, 0x10], [0: address + misaligned, 2: value], address + misaligned)
+        case 3, 4:   // lock andb $imm,(%r12) / andb $imm,disp8(%rax), on any byte of the entry
+            let byte = below(8)
+            let immediate = UInt8(truncatingIfNeeded: chance(70) ? ~(UInt64(1) << below(8)) : random.next())
+            if chance(50) { return (lock + [0x41, 0x80, 0x24, 0x24, immediate], [12: address + byte], address + byte) }
+            return (lock + [0x80, 0x60, UInt8(byte), immediate], [0: address], address + byte)
+        case 5:      // lock orb $imm,(%rax)
+            let byte = below(8)
+            return (lock + [0x80, 0x08, UInt8(truncatingIfNeeded: UInt64(1) << below(8))], [0: address + byte], address + byte)
+        default:     // what the core leaves to the host: cmpxchg, a 32-bit xchg, btr, xorb
+            let bytes: [[UInt8]] = [[0xf0, 0x48, 0x0f, 0xb1, 0x10], [0x87, 0x10], [0xf0, 0x48, 0x0f, 0xba, 0x30, 0x01], [0x80, 0x30, 0x02]]
+            return (bytes[Int(below(4))], [0: address, 2: value, 1: address], address)
+        }
+    }
+
+    @Test("Emulates what the host would, to the bit, and leaves the rest untouched (1500 random writes)")
+    func differential() throws {
+        let reference = try TestDomain()
+        let harness = try CoreHarness()
+        let test = harness.test
+        for domain in [reference, test] { domain.setTrap(14, flags: 4) }
+        var random = SplitMix(seed: 0x7074_7772)
+        var emulated = 0, deferred = 0, hostCount = 0
+        for step in 0..<1500 {
+            let write = Self.randomWrite(&random)
+            var contexts: [GuestContext] = []
+            let arithmetic = random.next() & (RFlags.carry | RFlags.zero | RFlags.overflow | RFlags.adjust)
+            for domain in [reference, test] {
+                domain.context.rip = TestDomain.va(TestDomain.codePFN)
+                domain.context.rsp = TestDomain.va(16) - 0x100
+                domain.context.rflags = RFlags.fixed | RFlags.interrupt | arithmetic
+                for (number, value) in write.registers { domain.context.setRegister(number, value) }
+                try domain.placeCode(write.code + [UInt8](repeating: 0x90, count: 8))
+                contexts.append(domain.context)
+            }
+            _ = reference.exception(vector: 14, errorCode: 3, faultAddress: write.address)
+            reference.vcpu.pendingWork = PendingMachineWork()
+            let hostEmulated = reference.context.rip != TestDomain.handler + 14 * 0x10
+            if hostEmulated { hostCount += 1 }
+
+            harness.load(contexts[1])
+            let before = try MMUState(test)
+            if try harness.enter(CoreLayout.entryPageFault, cr2: write.address, errorCode: 3) {
+                emulated += 1
+                let host = reference.context
+                #expect(harness.register(CoreLayout.savedRIP) == host.rip, "step \(step): rip")
+                #expect(harness.register(CoreLayout.savedRFlags) == host.rflags, "step \(step): rflags")
+                let saved = [CoreLayout.savedRAX, CoreLayout.savedRCX, CoreLayout.savedRDX, CoreLayout.savedRBX, CoreLayout.savedRSP,
+                             CoreLayout.savedRBP, CoreLayout.savedRSI, CoreLayout.savedRDI, CoreLayout.savedR8, CoreLayout.savedR9,
+                             CoreLayout.savedR10, CoreLayout.savedR11, CoreLayout.savedR12, CoreLayout.savedR13, CoreLayout.savedR14,
+                             CoreLayout.savedR15]
+                for (number, offset) in saved.enumerated() {
+                    #expect(harness.register(offset) == host.register(number), "step \(step): register \(number)")
+                }
+                test.context = host   // the next step starts from the same registers either way
+            } else {
+                deferred += 1
+                let after = try MMUState(test)
+                if after != before { Issue.record("step \(step): a deferral changed state: \(after.differences(from: before))") }
+                _ = test.exception(vector: 14, errorCode: 3, faultAddress: write.address)
+                test.vcpu.pendingWork = PendingMachineWork()
+            }
+            let expected = try MMUState(reference)
+            let actual = try MMUState(test)
+            if actual != expected {
+                Issue.record("step \(step): \(write.code) left a different state: \(actual.differences(from: expected))")
+                break
+            }
+            // Event masks and the stack may differ after a bounce the host made; reset them.
+            for domain in [reference, test] { domain.vcpu.setUpcallMask(true) }
+        }
+        try test.checkPageBookkeeping()
+        #expect(emulated > 500 && deferred > 200, "emulated \(emulated), deferred \(deferred), the host emulated \(hostCount)")
+        #expect(test.domain.coreDeliveredCounts()["page-table write emulated (#PF)"] == UInt64(emulated))
+    }
+}
