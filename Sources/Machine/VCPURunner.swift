@@ -153,6 +153,54 @@ final class VCPURunner: @unchecked Sendable {
         finish(.resume, context, entry: context, sregs: sregs, stubReturn: area.vectorStubVirtual(Int(StubCode.attentionVector)) + 2)
     }
 
+    /// A vCPU interrupted by a signal in guest kernel code that something wants (a timer,
+    /// an event): when what must happen before it runs on is only an upcall on its own
+    /// stack — no mode switch, no page-table or descriptor work, no exception on its way
+    /// in — it is done here, with the registers KVM holds, instead of through a kick
+    /// (which costs a second exit). Returns whether it did; nothing changed otherwise.
+    private func deliverInPlace(_ sregs: SpecialRegisters) -> Bool {
+        guard vcpu.mode == .kernel, sregs.cs.selector == FlatSelector.kernelCS64, sregs.ss.selector == FlatSelector.kernelSS64,
+              kickReturn == nil, vcpu.pendingWork.isEmpty, !vcpu.remoteFlush.load(ordering: .acquiring),
+              !vcpu.gdtChanged.load(ordering: .acquiring), !vcpu.ldtChanged.load(ordering: .acquiring),
+              !cpu.hasEventInFlight else { return false }
+        let regs = cpu.registers
+        var context = makeContext(regs, sregs)
+        context.rip = regs.rip
+        context.rflags = regs.rflags
+        context.cs = sregs.cs.selector
+        context.ss = sregs.ss.selector
+        let entry = context
+        prepareResume(&context)
+        if domain.isFinished {
+            if case let .crashed(reason) = domain.lifecycle.withLock({ $0 }), crashReport == nil {
+                crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: entry)
+            }
+            return true
+        }
+        lastResumed = context
+        var updated = Registers()
+        updated.rax = context.rax; updated.rbx = context.rbx; updated.rcx = context.rcx; updated.rdx = context.rdx
+        updated.rsi = context.rsi; updated.rdi = context.rdi; updated.rsp = context.rsp; updated.rbp = context.rbp
+        updated.r8 = context.r8; updated.r9 = context.r9; updated.r10 = context.r10; updated.r11 = context.r11
+        updated.r12 = context.r12; updated.r13 = context.r13; updated.r14 = context.r14; updated.r15 = context.r15
+        updated.rip = context.rip
+        updated.rflags = (context.rflags & ~RFlags.iopl) | RFlags.interrupt | RFlags.fixed
+        if updated != regs { cpu.registers = updated }
+        // An upcall from kernel mode stays in kernel mode, on the flat selectors, with the
+        // same segment bases and no work for the apply routine. Should anything else be
+        // needed, the vCPU is kicked from where it now is, and the host's usual resume
+        // does the rest.
+        guard vcpu.mode == .kernel, context.cs | 3 == sregs.cs.selector, context.ss | 3 == sregs.ss.selector,
+              context.fsBase == sregs.fs.base, context.gsBase == sregs.gs.base, vcpu.pendingWork.isEmpty else {
+            domain.log.log(.debug, "\(vcpu.name): a delivery in place needs more than the registers; kicking")
+            interruptedInGuest = true
+            enterKickStub()
+            return true
+        }
+        vcpu.count(exit: "delivered at the signal (no kick)")
+        return true
+    }
+
     /// Whether the vCPU was interrupted (a kick or a timer signal) in guest code, ring 3,
     /// not inside a stub. (The selector's RPL is used: some hosts report a DPL of 3 for
     /// ring-0 code.)
@@ -227,7 +275,11 @@ final class VCPURunner: @unchecked Sendable {
         case .interrupted:
             vcpu.count(exit: "signal")
             let sregs = cpu.specialRegisters
-            if sregs.cs.selector & 3 == 0 && interruptedInRing0(sregs) { interruptedInGuest = false }
+            if sregs.cs.selector & 3 == 0 {
+                if interruptedInRing0(sregs) { interruptedInGuest = false }
+            } else if needsAttention() && deliverInPlace(sregs) {
+                interruptedInGuest = false
+            }
         case .shutdown:
             crash("triple fault")
         case let .mmio(address, _, isWrite, _):
