@@ -23,7 +23,10 @@
  * handler (FastTraps); the error code waits in the vCPU block meanwhile, and a
  * deferred fault leaves through vector 14's stub with its frame as the CPU pushed it.
  *
- * A fourth way in, domus_core_gp_entry (gate 13), completes a guest `cli` that its
+ * domus_core_ud_entry (gate 6, likewise) answers Xen's forced-emulation CPUID
+ * (FastCPUID); anything else leaves through vector 6's stub.
+ *
+ * Another way in, domus_core_gp_entry (gate 13), completes a guest `cli` that its
  * virtual IOPL allows (Linux's this_cpu_cmpxchg16b_emu runs one per early slab
  * allocation) by setting the vCPU's event mask, and passes every other #GP to the
  * stubs page's handler untouched.
@@ -58,6 +61,8 @@
     .equ KIND_HYPERCALL_PAGE,  0            /* CoreLayout.entryHypercallPage */
     .equ KIND_SYSCALL,         1            /* CoreLayout.entrySyscall */
     .equ KIND_PAGE_FAULT,      2            /* CoreLayout.entryPageFault */
+    .equ KIND_INVALID_OPCODE,  3            /* CoreLayout.entryInvalidOpcode */
+    .equ INVALID_OPCODE_VECTOR, 6
     .equ TRAP_ERROR_CODE,      0xf8         /* CoreLayout.vcpuTrapErrorCode */
     .equ PAGE_FAULT_VECTOR,    14
     .equ FAST_IO_BELOW_TOP,    512          /* StubCode.fastIOFlagBelowTop */
@@ -141,6 +146,14 @@ domus_core_pf_entry:
     add $8, %rsp                        /* the frame is now as an int's */
     SAVE_REGISTERS
     mov $KIND_PAGE_FAULT, %ecx
+    jmp .Lcommon
+
+    .globl domus_core_ud_entry
+domus_core_ud_entry:
+    testb $3, 8(%rsp)
+    jz .Lud_stub                        /* from ring 0: the hypervisor's own fault */
+    SAVE_REGISTERS
+    mov $KIND_INVALID_OPCODE, %ecx
 
 .Lcommon:
     mov %rsp, %rdi                      /* 1st argument: the saved registers */
@@ -214,6 +227,8 @@ domus_core_return_path_end:
     je 4f
     cmp $KIND_PAGE_FAULT, %ecx
     je 7f
+    cmp $KIND_INVALID_OPCODE, %ecx
+    je 8f
     RESTORE_REGISTERS
     jmp domus_core_entry - STUBS_TO_CORE + HYPERCALL_VECTOR * STUB_STRIDE
 4:  RESTORE_REGISTERS
@@ -229,6 +244,9 @@ domus_core_return_path_end:
     pop %rax
 .Lpf_stub:
     jmp domus_core_entry - STUBS_TO_CORE + PAGE_FAULT_VECTOR * STUB_STRIDE
+8:  RESTORE_REGISTERS
+.Lud_stub:
+    jmp domus_core_entry - STUBS_TO_CORE + INVALID_OPCODE_VECTOR * STUB_STRIDE
 
     .globl domus_core_gp_entry
 domus_core_gp_entry:

@@ -49,6 +49,24 @@ extension Domain {
         try? memory.write(UInt64(vcpus.count), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerVCPUCount)))
         try? memory.write(XenVersion.major << 16 | XenVersion.minor, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerXenVersion)))
         try? memory.write(UInt64(0), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerEnabled)))
+        publishCPUIDPolicy()
+    }
+
+    /// Copies the CPUID policy into the core header, in lookup order, so the core can
+    /// answer forced-emulation CPUID; says whether it all fit.
+    func publishCPUIDPolicy() {
+        let header = layout.coreHeader.rawValue
+        let leaves = cpuid.leaves.prefix(CoreLayout.cpuidCapacity)
+        for (index, leaf) in leaves.enumerated() {
+            let base = header + UInt64(CoreLayout.headerCPUIDTable + index * CoreLayout.cpuidEntrySize)
+            let words: [UInt32] = [leaf.function, leaf.index, leaf.indexed ? 1 : 0, leaf.eax, leaf.ebx, leaf.ecx, leaf.edx, 0]
+            for (offset, word) in words.enumerated() {
+                try? memory.write(word, at: GuestPhysicalAddress(base + UInt64(offset * 4)))
+            }
+        }
+        try? memory.write(UInt64(leaves.count), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerCPUIDCount)))
+        let complete: UInt64 = cpuid.leaves.count <= CoreLayout.cpuidCapacity ? 1 : 0
+        try? memory.write(complete, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerCPUIDComplete)))
     }
 
     /// Records the guest-virtual address of the hypercall page (the domain builder does,
@@ -70,7 +88,8 @@ extension Domain {
     public func coreDeliveredCounts() -> [String: UInt64] {
         let kinds = [(CoreLayout.inVMPageFault, "#PF"), (CoreLayout.inVMUserSyscall, "system call from user mode"),
                      (CoreLayout.inVMEventUpcall, "event upcall"),
-                     (CoreLayout.inVMPageTableWrite, "page-table write emulated (#PF)")]
+                     (CoreLayout.inVMPageTableWrite, "page-table write emulated (#PF)"),
+                     (CoreLayout.inVMCPUID, "forced-emulation CPUID (#UD)")]
         var totals: [String: UInt64] = [:]
         for vcpu in vcpus {
             for (slot, name) in kinds {

@@ -45,7 +45,7 @@ public final class DomainMachine: @unchecked Sendable {
     /// Guest memory for a domain of `ramFrames` pages and `vcpuCount` vCPUs: RAM from 0
     /// and the hypervisor area above it.
     /// `fastPath`: whether the in-VM ring-0 core may complete hypercalls (and, where ring
-    /// 0 runs natively, deliver page faults).
+    /// 0 runs natively, handle page faults and forced-emulation CPUID).
     public static func allocateMemory(ramFrames: UInt64, vcpuCount: Int, fastPath: Bool = true) throws(MachineError) -> (GuestMemory, HypervisorArea) {
         let area = HypervisorArea(ramFrames: ramFrames, vcpuCount: vcpuCount, fastPath: fastPath,
                                   coreTraps: fastPath && HostCPU.hasHardwareVirtualization)

@@ -47,8 +47,8 @@ public struct HypervisorArea: Sendable {
     /// Whether the hypercall gate leads to the in-VM ring-0 core (else every hypercall
     /// leaves to the host).
     public let fastPath: Bool
-    /// Whether page faults from guest code go to the core first (which bounces them to
-    /// the guest kernel without an exit). Only where ring-0 code runs natively: on a
+    /// Whether page faults and invalid opcodes from guest code go to the core first
+    /// (which bounces or emulates them without an exit). Only where ring-0 code runs natively: on a
     /// host that emulates it, the core's path costs more than the exit it saves.
     public let coreTraps: Bool
 
@@ -291,7 +291,8 @@ public struct HypervisorArea: Sendable {
         let coreEntries = fastPath ? DescriptorTablesBuilder.CoreEntries(hypercall: coreCodeVirtual + Ring0CoreImage.entryOffset,
                                                  syscall: coreCodeVirtual + Ring0CoreImage.syscallEntryOffset,
                                                  generalProtection: coreCodeVirtual + Ring0CoreImage.generalProtectionEntryOffset,
-                                                 pageFault: coreTraps ? coreCodeVirtual + Ring0CoreImage.pageFaultEntryOffset : nil) : nil
+                                                 pageFault: coreTraps ? coreCodeVirtual + Ring0CoreImage.pageFaultEntryOffset : nil,
+                                                 invalidOpcode: coreTraps ? coreCodeVirtual + Ring0CoreImage.invalidOpcodeEntryOffset : nil) : nil
         try memory.writeBytes(DescriptorTablesBuilder.idt(stubs: stubsVirtual, coreEntries: coreEntries), at: idt)
         for vcpu in 0..<vcpuCount {
             try memory.writeBytes(DescriptorTablesBuilder.tss(istTop: istTopVirtual(vcpu)), at: tss(vcpu))
@@ -358,18 +359,20 @@ enum DescriptorTablesBuilder {
         ]
     }
 
-    /// The core's entry points the IDT leads to (`pageFault`: nil to leave #PF to the stub).
+    /// The core's entry points the IDT leads to (`pageFault`, `invalidOpcode`: nil to
+    /// leave #PF, #UD to their stubs).
     struct CoreEntries {
         var hypercall: UInt64
         var syscall: UInt64
         var generalProtection: UInt64
         var pageFault: UInt64?
+        var invalidOpcode: UInt64?
     }
 
     /// 256 interrupt gates: ring-0 code, IST 1, DPL 0 except #BP, #OF and 0x82 (DPL 3,
     /// so `int3`, `into` and the hypercall page's `int $0x82` reach their stubs). When
     /// the ring-0 core runs, the hypercall vector, the core's syscall vector, #GP and
-    /// (where ring 0 runs natively) #PF lead to its entries.
+    /// (where ring 0 runs natively) #PF and #UD lead to its entries.
     static func idt(stubs: UInt64, coreEntries: CoreEntries? = nil) -> [UInt8] {
         var writer = ByteWriter(size: 4096)
         for vector in 0..<256 {
@@ -380,6 +383,7 @@ enum DescriptorTablesBuilder {
                 if vector == Int(StubCode.coreSyscallVector) { handler = coreEntries.syscall }
                 if vector == Int(X86Exception.generalProtection) { handler = coreEntries.generalProtection }
                 if vector == Int(X86Exception.pageFault), let pageFault = coreEntries.pageFault { handler = pageFault }
+                if vector == Int(X86Exception.invalidOpcode), let invalidOpcode = coreEntries.invalidOpcode { handler = invalidOpcode }
             }
             // #BP, #OF and the hypercall vector are reachable from ring 3.
             let dpl: UInt64 = (vector == 3 || vector == 4 || vector == Int(HypercallPage.vector)) ? 3 : 0

@@ -40,6 +40,10 @@ public enum Core {
             guard let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }
             return FastTraps.pageFault(regs, vcpu, context: context, faultAddress: cr2, cr3: cr3)
         }
+        if entry == CoreLayout.entryInvalidOpcode {
+            guard let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }
+            return FastCPUID.forcedEmulation(regs, vcpu, context: context, cr3: cr3)
+        }
         if vcpu.u64(UInt64(CoreLayout.vcpuMode)) != 0 {
             // From guest user mode, a `syscall` is a system call for the guest kernel.
             guard entry == CoreLayout.entrySyscall, let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }

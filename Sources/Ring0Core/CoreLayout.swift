@@ -42,6 +42,16 @@ public enum CoreLayout {
     public static let headerVCPUCount = 0x28
     /// u64: what XENVER_version returns (major << 16 | minor).
     public static let headerXenVersion = 0x30
+    /// u64: entries in the CPUID table below, and 1 when it holds every leaf of the
+    /// domain's policy (a leaf not found then reads as zeros, as from the host).
+    public static let headerCPUIDCount = 0x40
+    public static let headerCPUIDComplete = 0x48
+    /// The domain's CPUID policy (`Hypervisor.CPUIDPolicy`), in its lookup order:
+    /// entries of `cpuidEntrySize` bytes — u32 function, u32 index, u32 1 when the
+    /// index selects a sub-leaf, u32 eax, ebx, ecx, edx — up to the page's end.
+    public static let headerCPUIDTable = 0x100
+    public static let cpuidEntrySize = 32
+    public static let cpuidCapacity = (4096 - headerCPUIDTable) / cpuidEntrySize
 
     /// The lock tag the host uses.
     public static let hostLockTag: UInt64 = 0x8000_0000_0000_0000
@@ -127,6 +137,7 @@ public enum CoreLayout {
     public static let inVMUserSyscall = 1
     public static let inVMEventUpcall = 2
     public static let inVMPageTableWrite = 3
+    public static let inVMCPUID = 4
     public static let inVMCounterSlots = 8
 
     /// A base-pointer field holding no table.
@@ -149,6 +160,8 @@ public enum CoreLayout {
     /// A page fault from guest code (the error code is in `vcpuTrapErrorCode`, the
     /// faulting address is cr2).
     public static let entryPageFault: UInt64 = 2
+    /// An invalid-opcode exception from guest code (Xen's forced-emulation prefix).
+    public static let entryInvalidOpcode: UInt64 = 3
 
     // MARK: What the core returns to ring0/entry.S
 

@@ -182,6 +182,9 @@ struct InstructionBytes {
         }
     }
 
+    /// The first eight bytes, little-endian.
+    var word: UInt64 { low }
+
     func byte(_ index: UInt64) -> UInt8 {
         guard index < 16 else { return 0 }
         return UInt8(truncatingIfNeeded: index < 8 ? low >> (index &* 8) : high >> ((index &- 8) &* 8))

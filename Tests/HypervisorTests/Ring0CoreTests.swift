@@ -17,8 +17,8 @@ struct CoreHarness {
     /// The registers ring0/entry.S saves (15 registers, then the interrupt frame).
     let registers: UnsafeMutableRawPointer
 
-    init() throws {
-        test = try TestDomain()
+    init(cpuid: CPUIDPolicy = CPUIDPolicy(hostLeaves: [])) throws {
+        test = try TestDomain(cpuid: cpuid)
         registers = UnsafeMutableRawPointer.allocate(byteCount: CoreLayout.savedSS + 8, alignment: 16)
         registers.initializeMemory(as: UInt8.self, repeating: 0, count: CoreLayout.savedSS + 8)
         // The pointers the machine layer writes for the VM's mappings, here the host's.

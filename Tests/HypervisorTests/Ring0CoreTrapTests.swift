@@ -399,3 +399,84 @@ struct Ring0CorePTWriteTests {
         #expect(test.domain.coreDeliveredCounts()["page-table write emulated (#PF)"] == UInt64(emulated))
     }
 }
+
+@Suite("The in-VM ring-0 core: forced-emulation CPUID")
+struct Ring0CoreCPUIDTests {
+    /// The host's leaves of the CPUID tests, and a second vCPU's APIC id.
+    static let host: [CPUIDPolicy.Leaf] = [
+        .init(function: 0, eax: 0xd, ebx: 0x756e_6547, ecx: 0x6c65_746e, edx: 0x4965_6e69),
+        .init(function: 1, eax: 0x906ea, ebx: 0x0810_0800, ecx: 0x7fff_ffff, edx: 0xffff_ffff),
+        .init(function: 7, index: 0, eax: 2, ebx: 0xffff_ffff, ecx: 0xffff_ffff, edx: 0xffff_ffff, indexed: true),
+        .init(function: 7, index: 1, eax: 0x1234, indexed: true),
+        .init(function: 0xd, index: 0, eax: 0x2ff, ebx: 0xa88, ecx: 0xa88, indexed: true),
+        .init(function: 0x8000_0001, ecx: 0xffff_ffff, edx: 0xffff_ffff),
+        .init(function: 0x8000_0008, eax: 0x3027, ebx: 0x1234, ecx: 0xffff),
+    ]
+    static let forced: [UInt8] = [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa2]
+
+    /// Runs CPUID(`leaf`, `subleaf`) through the core and the host; returns whether the
+    /// core answered (then with the host's registers and rip).
+    static func compare(_ leaf: UInt64, _ subleaf: UInt64, code: [UInt8] = forced, vcpu: Int = 0,
+                        sourceLocation: SourceLocation = #_sourceLocation) throws -> Bool {
+        let harness = try CoreHarness(cpuid: CPUIDPolicy(hostLeaves: host))
+        let reference = try TestDomain(cpuid: CPUIDPolicy(hostLeaves: host))
+        for test in [harness.test, reference] {
+            try test.placeCode(code + [0x90, 0x90])
+            test.context.rax = leaf | 0xdead_0000_0000_0000   // the high halves are not an input
+            test.context.rcx = subleaf
+            test.context.rbx = 0x5555
+            test.context.rdx = 0x6666
+        }
+        harness.test.vcpu.setCoreWord(CoreLayout.vcpuID, UInt64(vcpu))
+        harness.load(harness.test.context)
+        guard try harness.enter(CoreLayout.entryInvalidOpcode) else {
+            #expect(harness.register(CoreLayout.savedRIP) == harness.test.context.rip, sourceLocation: sourceLocation)
+            #expect(harness.register(CoreLayout.savedRAX) == harness.test.context.rax, sourceLocation: sourceLocation)
+            return false
+        }
+        let host = reference.domain.vcpus[vcpu]
+        host.kernelTable = reference.vcpu.kernelTable   // the code is reached through it
+        var context = reference.context
+        #expect(Traps.exception(host, &context, vector: 6, errorCode: 0, faultAddress: 0) == .resume, sourceLocation: sourceLocation)
+        #expect(harness.register(CoreLayout.savedRIP) == context.rip, sourceLocation: sourceLocation)
+        #expect([CoreLayout.savedRAX, CoreLayout.savedRBX, CoreLayout.savedRCX, CoreLayout.savedRDX].map { harness.register($0) }
+                == [context.rax, context.rbx, context.rcx, context.rdx], "leaf \(String(leaf, radix: 16)).\(subleaf)",
+                sourceLocation: sourceLocation)
+        return true
+    }
+
+    @Test("Answers every leaf as the host does, the vCPU's APIC id and Xen's leaves included")
+    func leaves() throws {
+        for (leaf, subleaf): (UInt64, UInt64) in [(0, 0), (1, 0), (7, 0), (7, 1), (7, 2), (0xd, 0), (0xd, 1), (0x4000_0000, 0),
+                                                  (0x4000_0001, 0), (0x4000_0002, 0), (0x8000_0001, 0), (0x8000_0008, 3),
+                                                  (0x1234, 0), (0x8000_0000, 0)] {
+            #expect(try Self.compare(leaf, subleaf))
+        }
+        #expect(try Self.compare(1, 0, vcpu: 1))
+    }
+
+    @Test("Any other invalid opcode, and a table that did not fit, go to the host untouched")
+    func deferrals() throws {
+        #expect(try !Self.compare(1, 0, code: [0x0f, 0x0b, 0x90, 0x90]))                        // a plain ud2
+        #expect(try !Self.compare(1, 0, code: [0x0f, 0x0b, 0x78, 0x65, 0x6e, 0x0f, 0xa3]))    // not cpuid after the prefix
+        let harness = try CoreHarness(cpuid: CPUIDPolicy(hostLeaves: Self.host))
+        let header = harness.test.layout.coreHeader.rawValue
+        try harness.test.memory.write(UInt64(0), at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerCPUIDComplete)))
+        try harness.test.placeCode(Self.forced)
+        harness.test.context.rax = 0x1234   // not in the table
+        harness.load(harness.test.context)
+        #expect(try !harness.enter(CoreLayout.entryInvalidOpcode))
+        harness.test.context.rax = 0   // in it
+        harness.load(harness.test.context)
+        #expect(try harness.enter(CoreLayout.entryInvalidOpcode))
+    }
+
+    @Test("A policy with more leaves than the header holds is published as incomplete")
+    func publishing() throws {
+        let many = (0..<UInt32(CoreLayout.cpuidCapacity + 5)).map { CPUIDPolicy.Leaf(function: 0x8000_0000 + $0, eax: $0) }
+        let test = try TestDomain(cpuid: CPUIDPolicy(hostLeaves: many))
+        let header = test.layout.coreHeader.rawValue
+        #expect(try test.memory.read(UInt64.self, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerCPUIDCount))) == UInt64(CoreLayout.cpuidCapacity))
+        #expect(try test.memory.read(UInt64.self, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerCPUIDComplete))) == 0)
+    }
+}

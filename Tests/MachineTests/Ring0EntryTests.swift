@@ -62,6 +62,8 @@ struct Ring0EntryTests {
             "KIND_PAGE_FAULT": CoreLayout.entryPageFault,
             "TRAP_ERROR_CODE": UInt64(CoreLayout.vcpuTrapErrorCode),
             "PAGE_FAULT_VECTOR": UInt64(X86Exception.pageFault),
+            "KIND_INVALID_OPCODE": CoreLayout.entryInvalidOpcode,
+            "INVALID_OPCODE_VECTOR": UInt64(X86Exception.invalidOpcode),
             "ATTENTION_VECTOR": UInt64(StubCode.attentionVector),
             "VCPU_INFO": UInt64(CoreLayout.vcpuInfo),
             "REQUEST_MSR": UInt64(CoreLayout.vcpuRequestMSR),
@@ -82,7 +84,7 @@ struct Ring0EntryTests {
         #expect(HypervisorArea.coreStackTopOffset <= HypervisorArea.perVCPUVirtualStride)
     }
 
-    @Test("#PF leads to the core only where ring 0 runs natively; the other gates as before")
+    @Test("#PF and #UD lead to the core only where ring 0 runs natively; the other gates as before")
     func pageFaultGate() {
         func gate(_ idt: [UInt8], _ vector: Int) -> UInt64 {
             let low = (0..<8).reduce(UInt64(0)) { $0 | UInt64(idt[vector * 16 + $1]) << (8 * $1) }
@@ -90,12 +92,15 @@ struct Ring0EntryTests {
             return (low & 0xffff) | ((low >> 48) & 0xffff) << 16 | high << 32
         }
         let stubs: UInt64 = 0xffff_8080_0000_0000
-        let entries = DescriptorTablesBuilder.CoreEntries(hypercall: 0x1000, syscall: 0x2000, generalProtection: 0x3000, pageFault: 0x4000)
+        let entries = DescriptorTablesBuilder.CoreEntries(hypercall: 0x1000, syscall: 0x2000, generalProtection: 0x3000,
+                                                          pageFault: 0x4000, invalidOpcode: 0x5000)
         let withTraps = DescriptorTablesBuilder.idt(stubs: stubs, coreEntries: entries)
-        #expect(gate(withTraps, 14) == 0x4000 && gate(withTraps, 13) == 0x3000 && gate(withTraps, 0x82) == 0x1000)
+        #expect(gate(withTraps, 14) == 0x4000 && gate(withTraps, 6) == 0x5000 && gate(withTraps, 13) == 0x3000 && gate(withTraps, 0x82) == 0x1000)
         var withoutTraps = entries
         withoutTraps.pageFault = nil
-        #expect(gate(DescriptorTablesBuilder.idt(stubs: stubs, coreEntries: withoutTraps), 14) == stubs + 14 * UInt64(StubCode.vectorStubStride))
+        withoutTraps.invalidOpcode = nil
+        let plain = DescriptorTablesBuilder.idt(stubs: stubs, coreEntries: withoutTraps)
+        #expect(gate(plain, 14) == stubs + 14 * UInt64(StubCode.vectorStubStride) && gate(plain, 6) == stubs + 6 * UInt64(StubCode.vectorStubStride))
         #expect(!HypervisorArea(ramFrames: 256, vcpuCount: 1, fastPath: false, coreTraps: true).coreTraps, "no core, no core traps")
     }
 
