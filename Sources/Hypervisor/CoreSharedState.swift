@@ -152,6 +152,23 @@ extension VCPU {
         publishTrapsToCore()
     }
 
+    /// Tells the core when the host's timer for this vCPU fires (system time, and the
+    /// guest TSC at that moment); zeros when it is not armed.
+    public func publishArmedTimer(armedAt: UInt64, armedTSC: UInt64) {
+        setCoreWord(CoreLayout.vcpuTimerArmedAt, armedAt)
+        setCoreWord(CoreLayout.vcpuTimerArmedTSC, armedTSC)
+    }
+
+    /// A single-shot deadline the core took since the last call, now copied into the
+    /// host's timer state; nil when there was none.
+    public func takeCoreTimerDeadline() -> UInt64? {
+        guard coreWord(CoreLayout.vcpuTimerUpdated) != 0 else { return nil }
+        let deadline = coreWord(CoreLayout.vcpuTimerDeadline)
+        setCoreWord(CoreLayout.vcpuTimerUpdated, 0)
+        timer.withLock { $0.deadline = deadline }
+        return deadline
+    }
+
     /// Copies what the core delivers to the guest kernel without the host: the page
     /// fault handler of the trap table, the syscall and event callbacks (0: none).
     func publishTrapsToCore() {

@@ -17,14 +17,15 @@ struct TimerArming {
     private var armedForRetry = false
 
     /// The time to arm the host timer for before the guest runs on, or nil when it is
-    /// already armed right. `deadline` is the guest's next timer in host time;
-    /// `retryKick` asks for a retry of a kick soon.
+    /// already armed right. `deadline` is the guest's next timer in host time, or, when
+    /// it has none set, `predicted` (`TickPredictor`); `retryKick` asks for a retry of
+    /// a kick soon.
     ///
     /// A deadline already past is never armed: the runner has kicked the vCPU for it,
     /// and a timer armed in the past fires at once, leaves its signal pending and makes
     /// every KVM_RUN return before the guest runs — a livelock. Re-arming only when
     /// something changed keeps `timer_settime` off most exits.
-    mutating func next(deadline: UInt64?, now: UInt64, retryKick: Bool) -> UInt64? {
+    mutating func next(deadline: UInt64?, predicted: UInt64? = nil, now: UInt64, retryKick: Bool) -> UInt64? {
         if retryKick {
             // Fire soon (or at the guest's deadline, if that comes first); the next
             // call re-arms for the guest's deadline.
@@ -34,11 +35,12 @@ struct TimerArming {
             armedForRetry = true
             return armedAt
         }
-        guard deadline != armedDeadline || armedForRetry || armedAt <= now else { return nil }
+        let wanted = deadline ?? predicted
+        guard wanted != armedDeadline || armedForRetry || armedAt <= now else { return nil }
         let watchdog = now &+ Self.watchdog
-        let target = deadline.map { $0 > now ? min($0, watchdog) : watchdog } ?? watchdog
+        let target = wanted.map { $0 > now ? min($0, watchdog) : watchdog } ?? watchdog
         armedAt = target
-        armedDeadline = deadline
+        armedDeadline = wanted
         armedForRetry = false
         return target
     }
@@ -46,5 +48,44 @@ struct TimerArming {
     /// The timer was disarmed (the vCPU stopped running).
     mutating func disarmed() {
         self = TimerArming()
+    }
+}
+
+/// Predicts a guest's next single-shot deadline from the last ones that fired. A busy
+/// Linux re-arms its tick every 1/HZ on a grid, from its timer interrupt: if the host's
+/// timer is already armed for (a little before) that moment when the guest asks, the
+/// in-VM core takes the request without an exit (`CoreLayout.vcpuTimerArmedAt`).
+/// Pure: system-time nanoseconds in, a moment to arm for out.
+struct TickPredictor {
+    /// How far before the predicted deadline to arm, so that the small jitter of the
+    /// guest's own deadlines (the time between its two clock reads) still falls after
+    /// it; the host then waits out the rest (`nearWindow`).
+    static let margin: UInt64 = 30_000
+    /// A deadline due within this of the host timer firing is waited for there rather
+    /// than re-armed (which would cost another exit).
+    static let nearWindow: UInt64 = 150_000
+    /// Intervals taken as a periodic tick (Linux's HZ is 100 to 1000).
+    static let shortest: UInt64 = 500_000
+    static let longest: UInt64 = 20_000_000
+
+    private var last: UInt64?
+    private var interval: UInt64?
+
+    /// A single-shot deadline fired.
+    mutating func fired(_ deadline: UInt64) {
+        if let last, deadline > last, deadline - last >= Self.shortest, deadline - last <= Self.longest {
+            interval = deadline - last
+        } else {
+            interval = nil
+        }
+        last = deadline
+    }
+
+    /// When to arm the host timer while the guest has no deadline set: `margin` before
+    /// the next deadline of the tick seen so far, if that is still ahead of `now`.
+    func predicted(now: UInt64) -> UInt64? {
+        guard let last, let interval else { return nil }
+        let next = last &+ interval &- Self.margin
+        return next > now ? next : nil
     }
 }

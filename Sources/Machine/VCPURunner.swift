@@ -70,6 +70,7 @@ final class VCPURunner: @unchecked Sendable {
         }
         timer?.arm(at: nil)
         arming.disarmed()
+        publishArmedTimer(at: nil, now: 0)
         // A vCPU stopped inside the core for good must not keep the core's lock.
         domain.memory.releaseSpinLock(at: coreLockWord, tag: UInt64(vcpu.id) + 1)
     }
@@ -250,12 +251,56 @@ final class VCPURunner: @unchecked Sendable {
         let deadline = vcpu.timer.withLock { $0.nextExpiry }.map { domain.bootTime &+ $0 }
         let retry = retryKick
         retryKick = false
-        if let target = arming.next(deadline: deadline, now: HostTime.monotonic(), retryKick: retry) {
-            timer?.arm(at: target)
+        let now = HostTime.monotonic()
+        let predicted = area.coreTraps ? ticks.predicted(now: now &- domain.bootTime).map { domain.bootTime &+ $0 } : nil
+        if let target = arming.next(deadline: deadline, predicted: predicted, now: now, retryKick: retry), let timer {
+            timer.arm(at: target)
+            publishArmedTimer(at: target, now: now)
         }
     }
 
+    /// The guest's tick, for arming the host timer before the guest asks (`TickPredictor`).
+    private var ticks = TickPredictor()
+
+    /// Tells the core when the host timer fires (system time, and the guest TSC a
+    /// microsecond before that moment), so it can take later single-shot deadlines
+    /// without an exit; 0 when it is not armed.
+    private func publishArmedTimer(at target: UInt64?, now: UInt64) {
+        guard area.coreTraps else { return }
+        var armedAt: UInt64 = 0
+        var armedTSC: UInt64 = 0
+        if let target, target > now &+ 1_000 {
+            armedAt = target &- domain.bootTime
+            let ticksAhead = Double(target - now - 1_000) * Double(domain.clock.tscHz) / 1e9
+            armedTSC = domain.clock.guestTSC() &+ UInt64(ticksAhead)
+        }
+        vcpu.publishArmedTimer(armedAt: armedAt, armedTSC: armedTSC)
+    }
+
+    /// Copies a single-shot deadline the core took (`CoreLayout.vcpuTimerDeadline`)
+    /// into the host's timer state; done first on every exit.
+    private func syncCoreTimer() {
+        guard area.coreTraps else { return }
+        _ = vcpu.takeCoreTimerDeadline()
+    }
+
+    /// After a signal: a guest deadline due within `TickPredictor.nearWindow` is waited
+    /// for here (the host timer was armed a little early, for the predicted tick), so
+    /// the upcall goes out now instead of after another exit.
+    private func waitForNearDeadline() {
+        guard area.coreTraps, let deadline = vcpu.timer.withLock({ $0.deadline }) else { return }
+        let now = domain.systemTime()
+        guard deadline > now, deadline - now <= TickPredictor.nearWindow else { return }
+        var target = timespec()
+        let host = domain.bootTime &+ deadline
+        target.tv_sec = Int(host / 1_000_000_000)
+        target.tv_nsec = Int(host % 1_000_000_000)
+        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &target, nil) == EINTR, !domain.isFinished {}
+        vcpu.count(exit: "waited for a deadline due within 150 us")
+    }
+
     private func handle(_ exit: VMExit) {
+        syncCoreTimer()
         if case .interrupted = exit { interruptedInGuest = true } else { interruptedInGuest = false }
         stoppedInsideCore = false
         clearAttention()
@@ -274,6 +319,7 @@ final class VCPURunner: @unchecked Sendable {
             }
         case .interrupted:
             vcpu.count(exit: "signal")
+            waitForNearDeadline()
             let sregs = cpu.specialRegisters
             if sregs.cs.selector & 3 == 0 {
                 if interruptedInRing0(sregs) { interruptedInGuest = false }
@@ -442,11 +488,13 @@ final class VCPURunner: @unchecked Sendable {
 
     private func checkTimers() {
         let now = domain.systemTime()
+        var firedDeadline: UInt64?
         let fired = vcpu.timer.withLock { timer -> Bool in
             var fired = false
             if let deadline = timer.deadline, deadline <= now {
                 timer.deadline = nil
                 fired = true
+                firedDeadline = deadline
             }
             if let next = timer.periodicNext, let period = timer.period, next <= now {
                 let missed = (now - next) / period + 1
@@ -455,6 +503,7 @@ final class VCPURunner: @unchecked Sendable {
             }
             return fired
         }
+        if let firedDeadline { ticks.fired(firedDeadline) }
         if fired {
             TimeKeeper.update(vcpu)
             lastTimeUpdate = domain.clock.monotonicNanoseconds()

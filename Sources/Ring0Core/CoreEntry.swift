@@ -1,3 +1,5 @@
+import CGuestAtomics
+
 /// The core's entry point: ring0/entry.S calls it for every `int $0x82` (a
 /// hypercall-page call), every `syscall` and every page fault from guest code, with
 /// the guest's registers saved, on the vCPU's core stack; `entry` says which
@@ -15,6 +17,7 @@ public enum Core {
     static let mmuextOp: UInt64 = 26
     static let vcpuOp: UInt64 = 24
     static let vcpuOpIsUp: UInt64 = 3
+    static let vcpuOpSetSingleshotTimer: UInt64 = 8
     static let stackSwitch: UInt64 = 3
     static let updateVAMapping: UInt64 = 14
     static let xenVersion: UInt64 = 17
@@ -86,7 +89,11 @@ public enum Core {
         let ramFrames = context.ramFrames
         let ram = context.ram
         switch number {
-        case vcpuOp: return vcpuOperation(regs, header)
+        case vcpuOp:
+            if regs.u64(UInt64(CoreLayout.savedRDI)) == vcpuOpSetSingleshotTimer {
+                return singleshotTimer(regs, vcpu, view: context.view, cr3: cr3)
+            }
+            return vcpuOperation(regs, header)
         case stackSwitch: return FastState.stackSwitch(regs, vcpu)
         case setSegmentBase: return FastState.setSegmentBase(regs, vcpu)
         case xenVersion: return FastState.xenVersion(regs, vcpu, header, view: context.view)
@@ -157,6 +164,27 @@ public enum Core {
             return CoreLayout.resultDeferred
         }
         regs.setU64(UInt64(CoreLayout.savedRAX), enoent)
+        return CoreLayout.resultHandled
+    }
+
+    /// vcpu_op(VCPUOP_set_singleshot_timer) for the calling vCPU with a deadline at or
+    /// after the host's armed timer (which therefore fires first and finds it): the
+    /// deadline is recorded for the host, rax 0. (The host's -ETIME for a past deadline
+    /// cannot arise: the armed moment, and so the deadline, is still ahead.)
+    private static func singleshotTimer(_ regs: Words, _ vcpu: Words, view: GuestView, cr3: UInt64) -> UInt64 {
+        let id = regs.u64(UInt64(CoreLayout.savedRSI)) & 0xffff_ffff   // an int in the ABI
+        guard id == vcpu.u64(UInt64(CoreLayout.vcpuID)),
+              let deadline = view.readWord(regs.u64(UInt64(CoreLayout.savedRDX)), root: cr3),
+              view.readWord(regs.u64(UInt64(CoreLayout.savedRDX)) &+ 8, root: cr3) != nil else {
+            return CoreLayout.resultDeferred
+        }
+        let armedAt = vcpu.u64(UInt64(CoreLayout.vcpuTimerArmedAt))
+        guard armedAt != 0, deadline >= armedAt, cga_rdtsc() < vcpu.u64(UInt64(CoreLayout.vcpuTimerArmedTSC)) else {
+            return CoreLayout.resultDeferred
+        }
+        vcpu.setU64(UInt64(CoreLayout.vcpuTimerDeadline), deadline)
+        vcpu.setU64(UInt64(CoreLayout.vcpuTimerUpdated), 1)
+        regs.setU64(UInt64(CoreLayout.savedRAX), 0)
         return CoreLayout.resultHandled
     }
 

@@ -11,7 +11,7 @@
 public enum CoreLayout {
     /// Bumped whenever a layout below changes; the host writes it into every vCPU block
     /// and the core refuses to run (takes the slow path) on a mismatch.
-    public static let version: UInt64 = 0x444f_4d55_5330_0005   // "DOMUS0" + 5
+    public static let version: UInt64 = 0x444f_4d55_5330_0006   // "DOMUS0" + 6
 
     // MARK: Page information: one entry per RAM frame (Xen's page_info)
 
@@ -139,6 +139,18 @@ public enum CoreLayout {
     public static let inVMPageTableWrite = 3
     public static let inVMCPUID = 4
     public static let inVMCounterSlots = 8
+
+    /// u64, set by the host: when its timer for this vCPU fires next while the guest
+    /// runs, in guest system time, and the guest TSC value at (a little before) that
+    /// moment; 0: not armed. The core takes a single-shot deadline at or after it
+    /// without the host (the host sees it when its timer fires), as long as the TSC
+    /// says that moment has not come yet.
+    public static let vcpuTimerArmedAt = 0x580
+    public static let vcpuTimerArmedTSC = 0x588
+    /// u64, set by the core: the single-shot deadline it took (system time ns), and 1
+    /// in `vcpuTimerUpdated` until the host has copied it.
+    public static let vcpuTimerDeadline = 0x590
+    public static let vcpuTimerUpdated = 0x598
 
     /// A base-pointer field holding no table.
     public static let noFrame: UInt64 = ~0

@@ -586,3 +586,38 @@ struct Ring0CoreIretTests {
         #expect(try fresh.core(Hypercall.iret.rawValue, []) == nil)
     }
 }
+
+@Suite("The in-VM ring-0 core: single-shot timer")
+struct Ring0CoreTimerTests {
+    @Test("VCPUOP_set_singleshot_timer at or after the host's armed timer is taken in the VM for the host; the rest is the host's")
+    func singleshot() throws {
+        let harness = try CoreHarness()
+        let test = harness.test
+        let number = Hypercall.vcpuOp.rawValue
+        let request = TestDomain.buffer + 0x100
+        func set(_ deadline: UInt64, vcpu: UInt64 = 0) throws -> UInt64? {
+            try test.write(deadline, at: request)
+            try test.write(UInt64(VCPUOp.singleshotFuture), at: request + 8)
+            return try harness.core(number, [VCPUOp.setSingleshotTimer, vcpu, request])
+        }
+        // Not armed: the host's.
+        #expect(try set(5_000_000) == nil)
+        // Armed for 4 ms, with the TSC moment still ahead.
+        test.vcpu.publishArmedTimer(armedAt: 4_000_000, armedTSC: UInt64.max)
+        #expect(try set(5_000_000) == 0)
+        #expect(test.vcpu.takeCoreTimerDeadline() == 5_000_000)
+        #expect(test.vcpu.timer.withLock { $0.deadline } == 5_000_000)
+        #expect(test.vcpu.takeCoreTimerDeadline() == nil, "taken once")
+        #expect(try set(4_000_000) == 0, "at the armed moment is still in time")
+        // Earlier than the armed timer, for another vCPU, or with the armed moment past
+        // (its TSC value behind): the host's.
+        #expect(try set(3_999_999) == nil)
+        #expect(try set(6_000_000, vcpu: 1) == nil)
+        test.vcpu.publishArmedTimer(armedAt: 4_000_000, armedTSC: 1)
+        #expect(try set(6_000_000) == nil)
+        #expect(test.vcpu.takeCoreTimerDeadline() == 4_000_000, "only the deadlines it took")
+        // A request it cannot read.
+        test.vcpu.publishArmedTimer(armedAt: 4_000_000, armedTSC: UInt64.max)
+        #expect(try harness.core(number, [VCPUOp.setSingleshotTimer, 0, TestDomain.unmapped]) == nil)
+    }
+}

@@ -62,3 +62,36 @@ struct TimerArmingTests {
         #expect(arming.next(deadline: 5 * ms, now: 0, retryKick: false) == 5 * ms)
     }
 }
+
+/// The guest's tick, predicted so the host timer is armed before the guest asks.
+@Suite("Tick prediction")
+struct TickPredictorTests {
+    let ms: UInt64 = 1_000_000
+
+    @Test("two deadlines a tick apart predict the next, a margin early; irregular ones predict nothing")
+    func prediction() {
+        var ticks = TickPredictor()
+        #expect(ticks.predicted(now: 0) == nil)
+        ticks.fired(100 * ms)
+        #expect(ticks.predicted(now: 100 * ms) == nil, "one deadline is no tick yet")
+        ticks.fired(104 * ms + 3_000)
+        #expect(ticks.predicted(now: 104 * ms + 3_000) == 108 * ms + 6_000 - TickPredictor.margin)
+        #expect(ticks.predicted(now: 109 * ms) == nil, "a prediction already past is none")
+        ticks.fired(160 * ms)   // 56 ms later: not a tick
+        #expect(ticks.predicted(now: 160 * ms) == nil)
+        ticks.fired(160 * ms + 100_000)   // 0.1 ms later: not a tick either
+        #expect(ticks.predicted(now: 160 * ms) == nil)
+        ticks.fired(164 * ms)
+        #expect(ticks.predicted(now: 164 * ms) != nil)
+    }
+
+    @Test("with no deadline set, the prediction is armed; a deadline set wins over it")
+    func arming() {
+        var arming = TimerArming()
+        #expect(arming.next(deadline: nil, predicted: 4 * ms, now: 0, retryKick: false) == 4 * ms)
+        #expect(arming.next(deadline: nil, predicted: 4 * ms, now: 1_000, retryKick: false) == nil, "already armed for it")
+        #expect(arming.next(deadline: 5 * ms, predicted: 4 * ms, now: 2_000, retryKick: false) == 5 * ms)
+        #expect(arming.next(deadline: nil, predicted: 50 * ms, now: 3_000, retryKick: false) == 3_000 + TimerArming.watchdog,
+                "never later than the watchdog")
+    }
+}

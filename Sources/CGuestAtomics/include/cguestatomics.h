@@ -22,4 +22,12 @@ static inline void cga_pause(void) {
     __builtin_ia32_pause();
 #endif
 }
+/// The time-stamp counter (the in-VM core compares it with the host's armed timer).
+static inline uint64_t cga_rdtsc(void) {
+#if defined(__x86_64__)
+    return __builtin_ia32_rdtsc();
+#else
+    return 0;
+#endif
+}
 #endif
