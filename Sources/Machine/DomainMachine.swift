@@ -48,7 +48,8 @@ public final class DomainMachine: @unchecked Sendable {
     /// 0 runs natively, handle page faults and forced-emulation CPUID).
     public static func allocateMemory(ramFrames: UInt64, vcpuCount: Int, fastPath: Bool = true) throws(MachineError) -> (GuestMemory, HypervisorArea) {
         let area = HypervisorArea(ramFrames: ramFrames, vcpuCount: vcpuCount, fastPath: fastPath,
-                                  coreTraps: fastPath && HostCPU.hasHardwareVirtualization)
+                                  coreTraps: fastPath && HostCPU.hasHardwareVirtualization,
+                                  replaysPageTableStores: !HostCPU.hasHardwareVirtualization)
         do {
             let ram = try GuestMemoryRegion(base: GuestPhysicalAddress(0), size: ramFrames * pageSize, name: "ram", isGuestRAM: true)
             let hypervisor = try GuestMemoryRegion(base: GuestPhysicalAddress(area.base), size: area.totalPages * pageSize,
@@ -63,7 +64,10 @@ public final class DomainMachine: @unchecked Sendable {
 
     /// Creates the VM for `domain` (whose memory came from `allocateMemory`) with vCPU 0
     /// ready to start at `boot`.
-    public init(kvm: KVMSystem, domain: Domain, area: HypervisorArea, boot: BootState, clock: KVMHostClock) throws(MachineError) {
+    /// `sampleInterval`: record where each vCPU is this often (nanoseconds), for
+    /// `guestSamples`; nil for no sampling.
+    public init(kvm: KVMSystem, domain: Domain, area: HypervisorArea, boot: BootState, clock: KVMHostClock,
+                sampleInterval: UInt64? = nil) throws(MachineError) {
         self.domain = domain
         self.area = area
         guard let root = domain.vcpus.first?.kernelTable?.address else { throw .noKernelPageTable }
@@ -82,7 +86,7 @@ public final class DomainMachine: @unchecked Sendable {
                 try Self.configure(cpu, vcpu: vcpu.id, area: area, cr3: root.rawValue,
                                    boot: vcpu.id == 0 ? boot : nil)
                 if vcpu.id == 0 { clock.calibrate(with: cpu) }
-                runners.append(try VCPURunner(vcpu: vcpu, cpu: cpu, area: area))
+                runners.append(try VCPURunner(vcpu: vcpu, cpu: cpu, area: area, sampleInterval: sampleInterval))
             }
             self.runners = runners
         } catch {
@@ -179,6 +183,12 @@ public final class DomainMachine: @unchecked Sendable {
     /// The crash report of the first vCPU that saw the domain crash, if any.
     public var crashReport: String? {
         runners.lazy.compactMap { $0.crashReport }.first
+    }
+
+    /// The guest RIP samples of every vCPU, in time order (empty unless sampling was
+    /// asked for; read after the vCPUs stopped).
+    public var guestSamples: [GuestSample] {
+        runners.flatMap(\.samples).sorted { $0.nanoseconds < $1.nanoseconds }
     }
 }
 

@@ -51,6 +51,11 @@ public struct HypervisorArea: Sendable {
     /// (which bounces or emulates them without an exit). Only where ring-0 code runs natively: on a
     /// host that emulates it, the core's path costs more than the exit it saves.
     public let coreTraps: Bool
+    /// Whether page-table entries the host writes must be stored again from inside the
+    /// VM: on shadow-paging hosts (PVM) a host-side write to a live page table goes
+    /// unseen (docs/machine-probes.md); with hardware nested paging the guest's tables
+    /// are read from its memory directly.
+    public let replaysPageTableStores: Bool
 
     // Guest-virtual bases.
     public static let m2pVirtual: UInt64 = 0xffff_8000_0000_0000
@@ -68,9 +73,11 @@ public struct HypervisorArea: Sendable {
     static let coreBlockOffset: UInt64 = 0x2a000
     static let coreStackTopOffset: UInt64 = 0x2d000
 
-    public init(ramFrames: UInt64, vcpuCount: Int, fastPath: Bool = true, coreTraps: Bool = false) {
+    public init(ramFrames: UInt64, vcpuCount: Int, fastPath: Bool = true, coreTraps: Bool = false,
+                replaysPageTableStores: Bool = true) {
         self.fastPath = fastPath
         self.coreTraps = fastPath && coreTraps
+        self.replaysPageTableStores = replaysPageTableStores
         self.ramFrames = ramFrames
         self.vcpuCount = vcpuCount
         let gib: UInt64 = 1 << 30

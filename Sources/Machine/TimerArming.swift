@@ -6,6 +6,12 @@
 struct TimerArming {
     /// The longest the thread timer stays unarmed while the guest runs.
     static let watchdog: UInt64 = 20_000_000
+    /// This instance's watchdog: `watchdog`, or shorter to sample the guest's RIP.
+    let watchdogInterval: UInt64
+
+    init(watchdog: UInt64 = TimerArming.watchdog) {
+        watchdogInterval = max(100_000, min(watchdog, Self.watchdog))
+    }
     /// How long to wait before kicking again (the stubs run a few hundred instructions).
     static let retry: UInt64 = 50_000
 
@@ -37,7 +43,7 @@ struct TimerArming {
         }
         let wanted = deadline ?? predicted
         guard wanted != armedDeadline || armedForRetry || armedAt <= now else { return nil }
-        let watchdog = now &+ Self.watchdog
+        let watchdog = now &+ watchdogInterval
         let target = wanted.map { $0 > now ? min($0, watchdog) : watchdog } ?? watchdog
         armedAt = target
         armedDeadline = wanted
@@ -47,7 +53,7 @@ struct TimerArming {
 
     /// The timer was disarmed (the vCPU stopped running).
     mutating func disarmed() {
-        self = TimerArming()
+        self = TimerArming(watchdog: watchdogInterval)
     }
 }
 

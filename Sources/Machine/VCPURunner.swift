@@ -36,10 +36,18 @@ final class VCPURunner: @unchecked Sendable {
     /// CPU refuses it).
     private var lastResumed: GuestContext?
 
-    init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea) throws(KVMError) {
+    /// Guest RIP samples (`DomainMachine.sampleInterval`): host nanoseconds since the
+    /// vCPU started, and where it was.
+    private(set) var samples: [GuestSample] = []
+    private let sampling: Bool
+    private var startedAt: UInt64 = 0
+
+    init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea, sampleInterval: UInt64? = nil) throws(KVMError) {
         self.vcpu = vcpu
         self.cpu = cpu
         self.area = area
+        self.sampling = sampleInterval != nil
+        self.arming = TimerArming(watchdog: sampleInterval ?? TimerArming.watchdog)
         self.wakeup = try Wakeup(cpu: cpu)
         vcpu.waker.withLock { $0 = wakeup }
     }
@@ -48,6 +56,7 @@ final class VCPURunner: @unchecked Sendable {
 
     func run() {
         cpu.bindCurrentThread()
+        startedAt = HostTime.monotonic()
         do { timer = try ThreadTimer() } catch {
             domain.log.log(.warning, "\(vcpu.name): no host timer (\(error)); guest timers fire only at the next exit")
         }
@@ -202,6 +211,14 @@ final class VCPURunner: @unchecked Sendable {
         return true
     }
 
+    /// Records where a signal found the vCPU (`--sample-guest`).
+    private func sample() {
+        let regs = cpu.registers
+        let ring3 = cpu.specialRegisters.cs.selector & 3 == 3
+        let place: GuestSample.Place = !ring3 ? .hypervisor : (vcpu.mode == .kernel ? .kernel : .user)
+        samples.append(GuestSample(nanoseconds: HostTime.monotonic() &- startedAt, vcpu: vcpu.id, place: place, rip: regs.rip))
+    }
+
     /// Whether the vCPU was interrupted (a kick or a timer signal) in guest code, ring 3,
     /// not inside a stub. (The selector's RPL is used: some hosts report a DPL of 3 for
     /// ring-0 code.)
@@ -243,7 +260,7 @@ final class VCPURunner: @unchecked Sendable {
     }
 
     /// When the thread timer fires next (see `TimerArming`).
-    private var arming = TimerArming()
+    private var arming: TimerArming
 
     /// Arms the thread timer for the guest's next timer, a kick retry or the watchdog,
     /// unless it already is.
@@ -319,6 +336,7 @@ final class VCPURunner: @unchecked Sendable {
             }
         case .interrupted:
             vcpu.count(exit: "signal")
+            if sampling { sample() }
             waitForNearDeadline()
             let sregs = cpu.specialRegisters
             if sregs.cs.selector & 3 == 0 {
@@ -592,8 +610,13 @@ final class VCPURunner: @unchecked Sendable {
         var operations: [(UInt64, UInt64, UInt64)] = []
         let work = vcpu.pendingWork
         vcpu.pendingWork = PendingMachineWork()
-        for (address, value) in work.pageTableStores where address.rawValue < area.ramFrames * pageSize {
-            operations.append((StubCode.Operation.store.rawValue, HypervisorArea.directMapVirtual + address.rawValue, value))
+        // The host already wrote these entries into guest memory; a shadow-paging host
+        // (PVM) only sees them when the VM stores them itself, hardware nested paging
+        // sees them at once (the flushes below still apply).
+        if area.replaysPageTableStores {
+            for (address, value) in work.pageTableStores where address.rawValue < area.ramFrames * pageSize {
+                operations.append((StubCode.Operation.store.rawValue, HypervisorArea.directMapVirtual + address.rawValue, value))
+            }
         }
         let cr3 = vcpu.activeTable?.address?.rawValue ?? sregs.cr3
         if cr3 != sregs.cr3 {
@@ -711,3 +734,17 @@ final class VCPURunner: @unchecked Sendable {
 }
 
 func hex(_ value: UInt64) -> String { "0x" + String(value, radix: 16) }
+
+/// Where a signal found a vCPU (a sampling profile of the guest, `--sample-guest`).
+public struct GuestSample: Sendable {
+    public enum Place: String, Sendable { case kernel, user, hypervisor }
+    public var nanoseconds: UInt64
+    public var vcpu: Int
+    public var place: Place
+    public var rip: UInt64
+
+    /// One line of the samples file: seconds, vCPU, where, RIP.
+    public var line: String {
+        String(format: "%.6f %d ", Double(nanoseconds) / 1e9, vcpu) + place.rawValue + " " + String(format: "%016lx", rip)
+    }
+}

@@ -26,6 +26,8 @@ public enum OneShotRun {
         public var spec: DomainSpec
         public var verbose = false
         public var trace = false
+        /// Write guest RIP samples (one every millisecond of each vCPU) to this file.
+        public var sampleFile: String?
         public var timeoutSeconds: Double?
         public var statistics = false
         /// Connect the terminal to the guest's console both ways (Ctrl-] detaches and destroys).
@@ -90,7 +92,8 @@ public enum OneShotRun {
         if options.trace { domain.trace.store(true, ordering: .relaxed) }
         let machine: DomainMachine
         do {
-            machine = try DomainMachine(kvm: kvm, domain: domain, area: prepared.area, boot: prepared.boot, clock: clock)
+            machine = try DomainMachine(kvm: kvm, domain: domain, area: prepared.area, boot: prepared.boot, clock: clock,
+                                        sampleInterval: options.sampleFile == nil ? nil : 1_000_000)
         } catch {
             return failure(.crash, "cannot create the domain's VM: \(error)")
         }
@@ -119,6 +122,16 @@ public enum OneShotRun {
             machine.waitUntilStopped()
         }
         prepared.console.drain()
+        if let path = options.sampleFile {
+            let samples = machine.guestSamples
+            let text = "# domus guest samples: seconds since the vCPU started, vCPU, where (kernel, user, hypervisor), RIP\n"
+                + samples.map(\.line).joined(separator: "\n") + "\n"
+            if FileManager.default.createFile(atPath: path, contents: Data(text.utf8)) {
+                diagnostics("domus: \(samples.count) guest samples written to \(path)")
+            } else {
+                diagnostics("domus: cannot write the guest samples to \(path)")
+            }
+        }
         let lifecycle = domain.lifecycle.withLock { $0 }
         let status: ExitStatus
         switch lifecycle {

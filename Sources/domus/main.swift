@@ -62,6 +62,8 @@ struct Run: ParsableCommand {
     var console = false
     @Flag(help: "Handle every hypercall in the host, without the in-VM ring-0 core (for comparison and debugging).")
     var noRing0Core = false
+    @Option(help: ArgumentHelp("Sample where each vCPU is every millisecond and write the samples to this file when the domain ends (symbolise the RIPs with the guest's System.map).", valueName: "file"))
+    var sampleGuest: String?
 
     func run() throws {
         var spec = DomainSpec(kernelPath: kernel, initrdPath: initrd, commandLine: cmdline, memoryMiB: memory, vcpus: vcpus)
@@ -72,6 +74,7 @@ struct Run: ParsableCommand {
         options.timeoutSeconds = timeout
         options.statistics = stats
         options.interactive = console
+        options.sampleFile = sampleGuest
         let outcome = OneShotRun.run(options, output: { standardOutput.write($0) }, diagnostics: { standardError.line($0) })
         throw ExitCode(outcome.status.rawValue)
     }
