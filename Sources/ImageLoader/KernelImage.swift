@@ -18,10 +18,18 @@ public struct ImageLoadOptions: Equatable, Sendable {
     public var maxDecompressedSize: Int
     /// Largest kernel file `load(path:)` reads (default 512 MiB).
     public var maxFileSize: Int
+    /// Where decompressed kernels are kept for the next boot of the same image (nil: none).
+    public var cache: DecompressedImageCache?
 
-    public init(maxDecompressedSize: Int = 512 << 20, maxFileSize: Int = 512 << 20) {
+    public init(maxDecompressedSize: Int = 512 << 20, maxFileSize: Int = 512 << 20, cache: DecompressedImageCache? = nil) {
         self.maxDecompressedSize = maxDecompressedSize
         self.maxFileSize = maxFileSize
+        self.cache = cache
+    }
+
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.maxDecompressedSize == rhs.maxDecompressedSize && lhs.maxFileSize == rhs.maxFileSize
+            && lhs.cache?.directory == rhs.cache?.directory
     }
 }
 
@@ -33,6 +41,8 @@ public struct LoadedKernel: Sendable {
     public let elf: ELFFile
     public let notes: XenNotes
     public let layout: KernelLayout
+    /// Whether the decompressed ELF came from a `DecompressedImageCache`.
+    public var fromCache = false
 
     /// The bytes to copy to `segment.virtualAddress`; the domain builder zeroes the
     /// remaining `memorySize - fileSize` bytes (libelf-loader.c `elf_load_image`).
@@ -49,11 +59,14 @@ public enum KernelImage {
     public static func load(
         bytes: [UInt8], options: ImageLoadOptions = ImageLoadOptions()
     ) throws(ImageError) -> LoadedKernel {
-        let (format, elfBytes) = try unpack(bytes, options: options)
+        var cached = false
+        let (format, elfBytes) = try unpack(bytes, options: options, fromCache: &cached)
         let elf = try ELFFile(bytes: elfBytes)
         let notes = try XenNotes(elf: elf)
         let layout = try KernelLayout(elf: elf, notes: notes)
-        return LoadedKernel(format: format, elf: elf, notes: notes, layout: layout)
+        var kernel = LoadedKernel(format: format, elf: elf, notes: notes, layout: layout)
+        kernel.fromCache = cached
+        return kernel
     }
 
     /// Reads the kernel file at `path` and loads it; a missing, unreadable or
@@ -66,7 +79,7 @@ public enum KernelImage {
 
     /// The ELF bytes inside `bytes`, and how they were packaged.
     static func unpack(
-        _ bytes: [UInt8], options: ImageLoadOptions
+        _ bytes: [UInt8], options: ImageLoadOptions, fromCache: inout Bool
     ) throws(ImageError) -> (KernelFormat, [UInt8]) {
         if ELFFile.hasMagic(bytes[...]) {
             return (.elf, bytes)
@@ -79,18 +92,33 @@ public enum KernelImage {
                 guard ELFFile.hasMagic(payload) else { throw .bzImageUnknownPayload }
                 return (.bzImage(payload: nil), Array(payload))
             }
-            let elf = try Decompressor.decompress(
-                payload, as: compression, limit: options.maxDecompressedSize, context: "bzImage payload")
+            let elf = try decompress(payload, as: compression, options: options, context: "bzImage payload", fromCache: &fromCache)
             guard ELFFile.hasMagic(elf[...]) else { throw .payloadNotELF("bzImage \(compression.name) payload") }
             return (.bzImage(payload: compression), elf)
         }
         if let compression = Compression.detect(bytes[...]) {
-            let elf = try Decompressor.decompress(
-                bytes[...], as: compression, limit: options.maxDecompressedSize, context: "kernel file")
+            let elf = try decompress(bytes[...], as: compression, options: options, context: "kernel file", fromCache: &fromCache)
             guard ELFFile.hasMagic(elf[...]) else { throw .payloadNotELF("\(compression.name)-compressed kernel file") }
             return (.compressedELF(compression), elf)
         }
         throw .unrecognizedFormat
+    }
+
+    /// Decompresses `input`, or takes what the cache kept for the same bytes (within the
+    /// size limit; the caller checks it as it would fresh output).
+    static func decompress(_ input: ArraySlice<UInt8>, as compression: Compression, options: ImageLoadOptions,
+                           context: String, fromCache: inout Bool) throws(ImageError) -> [UInt8] {
+        guard let cache = options.cache, compression.isSupported else {
+            return try Decompressor.decompress(input, as: compression, limit: options.maxDecompressedSize, context: context)
+        }
+        let key = DecompressedImageCache.key(input)
+        if let cached = cache.lookup(key), cached.count <= options.maxDecompressedSize {
+            fromCache = true
+            return cached
+        }
+        let output = try Decompressor.decompress(input, as: compression, limit: options.maxDecompressedSize, context: context)
+        cache.store(key, output)
+        return output
     }
 
     /// Reads at most `limit` bytes of `path`, failing if the file is longer.

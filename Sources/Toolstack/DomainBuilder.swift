@@ -21,6 +21,10 @@ public struct DomainSpec: Sendable {
     /// Whether the in-VM ring-0 core completes the hottest hypercalls inside the VM
     /// (else every hypercall leaves to the host; for comparison and debugging).
     public var ring0Core = true
+    /// Keep decompressed kernels for the next boot of the same image
+    /// (`DecompressedImageCache.fromEnvironment`: $DOMUS_KERNEL_CACHE, or the user's cache
+    /// directory).
+    public var kernelCache = true
 
     public init(name: String = "domus", id: UInt16 = 1, kernelPath: String, initrdPath: String? = nil,
                 commandLine: String = "", memoryMiB: UInt64 = 128, maxMemoryMiB: UInt64? = nil, vcpus: Int = 1,
@@ -71,8 +75,9 @@ public enum DomainBuilder {
         }
         var phases = BuildPhases()
         let kernel: LoadedKernel
-        do { kernel = try KernelImage.load(path: spec.kernelPath) } catch { throw .kernel(error) }
-        phases.end("kernel")
+        let cache = spec.kernelCache ? DecompressedImageCache.fromEnvironment() : nil
+        do { kernel = try KernelImage.load(path: spec.kernelPath, options: ImageLoadOptions(cache: cache)) } catch { throw .kernel(error) }
+        phases.end(kernel.fromCache ? "kernel (decompressed copy from \(cache?.directory ?? "the cache"))" : "kernel")
         let missing = kernel.notes.requiredFeatureBits & ~supportedFeatureBits
         guard missing == 0 else {
             throw .unsupportedKernel("\(spec.kernelPath): the kernel requires Xen features Domus does not offer (XENFEAT mask \(hex(UInt64(missing))))")
