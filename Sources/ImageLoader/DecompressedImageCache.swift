@@ -19,9 +19,29 @@ public final class DecompressedImageCache: Sendable {
     static let magic = Array("DOMUSKC1".utf8)
     static let headerSize = 16
 
+    /// Writes started by `storeInBackground` and not yet finished.
+    private let pendingWrites = DispatchGroup()
+
     public init(directory: String, capacity: Int = 8) {
         self.directory = directory
         self.capacity = max(1, capacity)
+    }
+
+    /// Stores `bytes` for `key` on another thread (tens of MiB: not in the way of a
+    /// domain build). An entry appears whole or not at all, so a process that ends
+    /// first leaves at most a temporary file behind.
+    func storeInBackground(_ key: String, _ bytes: [UInt8]) {
+        pendingWrites.enter()
+        let group = pendingWrites
+        Thread.detachNewThread { [self] in
+            store(key, bytes)
+            group.leave()
+        }
+    }
+
+    /// Waits until background writes have finished; false if `seconds` passed first.
+    public func waitForPendingWrites(seconds: Double) -> Bool {
+        pendingWrites.wait(timeout: .now() + seconds) == .success
     }
 
     /// The cache the environment asks for: `$DOMUS_KERNEL_CACHE` (a directory, or "off"),
@@ -113,10 +133,17 @@ public final class DecompressedImageCache: Sendable {
         return status.st_mode & S_IFMT == S_IFDIR && status.st_uid == geteuid() && status.st_mode & 0o022 == 0
     }
 
-    /// Removes the least recently used entries beyond `capacity`.
+    /// Removes the least recently used entries beyond `capacity`, and temporary files a
+    /// writer left more than an hour ago (its process ended before the rename).
     private func evict() {
         let manager = FileManager.default
         guard let names = try? manager.contentsOfDirectory(atPath: directory) else { return }
+        for name in names where name.hasPrefix(".") && name.hasSuffix(".tmp") {
+            let full = directory + "/" + name
+            if let date = (try? manager.attributesOfItem(atPath: full))?[.modificationDate] as? Date, date.timeIntervalSinceNow < -3600 {
+                try? manager.removeItem(atPath: full)
+            }
+        }
         let entries = names.filter { $0.hasSuffix(".elf") }.compactMap { name -> (String, Date)? in
             let full = directory + "/" + name
             guard let date = (try? manager.attributesOfItem(atPath: full))?[.modificationDate] as? Date else { return nil }

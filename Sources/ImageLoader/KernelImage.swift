@@ -117,7 +117,9 @@ public enum KernelImage {
             return cached
         }
         let output = try Decompressor.decompress(input, as: compression, limit: options.maxDecompressedSize, context: context)
-        cache.store(key, output)
+        // Written beside the build, not in its way (tens of MiB); an entry appears whole
+        // or not at all, so a process that ends first leaves at most a temporary file.
+        cache.storeInBackground(key, output)
         return output
     }
 

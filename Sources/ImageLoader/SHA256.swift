@@ -16,8 +16,8 @@ enum SHA256 {
 
     /// The digest of `bytes`, 32 bytes.
     static func digest(_ bytes: ArraySlice<UInt8>) -> [UInt8] {
-        var state: [UInt32] = [0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19]
-        var schedule = [UInt32](repeating: 0, count: 64)
+        var state: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
+            (0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19)
         // The message, then 0x80, zeros, and the length in bits, to a multiple of 64 bytes.
         var tail = Array(bytes.suffix(bytes.count % 64))
         tail.append(0x80)
@@ -25,23 +25,28 @@ enum SHA256 {
         let bits = UInt64(bytes.count) &* 8
         for shift in stride(from: 56, through: 0, by: -8) { tail.append(UInt8(truncatingIfNeeded: bits >> UInt64(shift))) }
         let whole = bytes.count - bytes.count % 64
-        bytes.withUnsafeBufferPointer { body in
-            var offset = 0
-            while offset < whole {
-                compress(&state, &schedule, body, at: offset)
-                offset += 64
-            }
-        }
-        tail.withUnsafeBufferPointer { block in
-            var offset = 0
-            while offset < block.count {
-                compress(&state, &schedule, block, at: offset)
-                offset += 64
+        var schedule = [UInt32](repeating: 0, count: 64)
+        roundConstants.withUnsafeBufferPointer { constants in
+            schedule.withUnsafeMutableBufferPointer { w in
+                bytes.withUnsafeBufferPointer { body in
+                    var offset = 0
+                    while offset < whole {
+                        compress(&state, w, constants, body, at: offset)
+                        offset += 64
+                    }
+                }
+                tail.withUnsafeBufferPointer { block in
+                    var offset = 0
+                    while offset < block.count {
+                        compress(&state, w, constants, block, at: offset)
+                        offset += 64
+                    }
+                }
             }
         }
         var result: [UInt8] = []
         result.reserveCapacity(32)
-        for word in state {
+        for word in [state.0, state.1, state.2, state.3, state.4, state.5, state.6, state.7] {
             for shift in stride(from: 24, through: 0, by: -8) { result.append(UInt8(truncatingIfNeeded: word >> UInt32(shift))) }
         }
         return result
@@ -58,28 +63,36 @@ enum SHA256 {
         return String(decoding: text, as: UTF8.self)
     }
 
-    private static func compress(_ state: inout [UInt32], _ w: inout [UInt32], _ block: UnsafeBufferPointer<UInt8>, at offset: Int) {
+    /// One 64-byte block at `offset` of `block` into `state` (the message schedule in `w`).
+    @inline(__always)
+    private static func compress(_ state: inout (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32),
+                                 _ w: UnsafeMutableBufferPointer<UInt32>, _ k: UnsafeBufferPointer<UInt32>,
+                                 _ block: UnsafeBufferPointer<UInt8>, at offset: Int) {
+        // SAFETY: callers pass `offset + 64 <= block.count` (whole blocks of the message,
+        // or of the padded tail, whose length is a multiple of 64); `w` and `k` hold 64
+        // words each. Every index below stays inside those bounds.
+        guard let input = block.baseAddress, let w = w.baseAddress, let k = k.baseAddress else { return }
         for index in 0..<16 {
-            let base = offset + index * 4
-            w[index] = UInt32(block[base]) << 24 | UInt32(block[base + 1]) << 16 | UInt32(block[base + 2]) << 8 | UInt32(block[base + 3])
+            let base = input + offset + index * 4
+            w[index] = UInt32(base[0]) << 24 | UInt32(base[1]) << 16 | UInt32(base[2]) << 8 | UInt32(base[3])
         }
         for index in 16..<64 {
-            let s0 = w[index - 15].rotatedRight(7) ^ w[index - 15].rotatedRight(18) ^ (w[index - 15] >> 3)
-            let s1 = w[index - 2].rotatedRight(17) ^ w[index - 2].rotatedRight(19) ^ (w[index - 2] >> 10)
+            let w15 = w[index - 15], w2 = w[index - 2]
+            let s0 = w15.rotatedRight(7) ^ w15.rotatedRight(18) ^ (w15 >> 3)
+            let s1 = w2.rotatedRight(17) ^ w2.rotatedRight(19) ^ (w2 >> 10)
             w[index] = w[index - 16] &+ s0 &+ w[index - 7] &+ s1
         }
-        var (a, b, c, d, e, f, g, h) = (state[0], state[1], state[2], state[3], state[4], state[5], state[6], state[7])
+        var (a, b, c, d, e, f, g, h) = state
         for index in 0..<64 {
             let s1 = e.rotatedRight(6) ^ e.rotatedRight(11) ^ e.rotatedRight(25)
             let choose = (e & f) ^ (~e & g)
-            let temp1 = h &+ s1 &+ choose &+ roundConstants[index] &+ w[index]
+            let temp1 = h &+ s1 &+ choose &+ k[index] &+ w[index]
             let s0 = a.rotatedRight(2) ^ a.rotatedRight(13) ^ a.rotatedRight(22)
             let majority = (a & b) ^ (a & c) ^ (b & c)
             let temp2 = s0 &+ majority
             (h, g, f, e, d, c, b, a) = (g, f, e, d &+ temp1, c, b, a, temp1 &+ temp2)
         }
-        state[0] &+= a; state[1] &+= b; state[2] &+= c; state[3] &+= d
-        state[4] &+= e; state[5] &+= f; state[6] &+= g; state[7] &+= h
+        state = (state.0 &+ a, state.1 &+ b, state.2 &+ c, state.3 &+ d, state.4 &+ e, state.5 &+ f, state.6 &+ g, state.7 &+ h)
     }
 }
 
