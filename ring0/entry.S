@@ -65,6 +65,7 @@
     .equ INVALID_OPCODE_VECTOR, 6
     .equ TRAP_ERROR_CODE,      0xf8         /* CoreLayout.vcpuTrapErrorCode */
     .equ PAGE_FAULT_VECTOR,    14
+    .equ LSTAR_SELF,           -480         /* HypervisorArea.lstarFrameSlotBelowTop - 40: the slot, from the frame */
     .equ FAST_IO_BELOW_TOP,    512          /* StubCode.fastIOFlagBelowTop */
     .equ FAST_IO_FLAG,         IST_TOP - FAST_IO_BELOW_TOP  /* set: virtual IOPL allows cli */
     .equ VCPU_INFO,            0x68         /* CoreLayout.vcpuInfo */
@@ -116,6 +117,19 @@ domus_core_entry:
     SAVE_REGISTERS
     mov $KIND_HYPERCALL_PAGE, %ecx      /* 4th argument: the way in */
     jmp .Lcommon
+
+    .globl domus_core_lstar_entry
+domus_core_lstar_entry:
+    /* MSR_LSTAR where ring 0 runs natively: `syscall` lands here at CPL 0 with the
+     * guest's rsp, rcx = rip, r11 = rflags and IF clear (SFMASK). MSR_KERNEL_GS_BASE
+     * holds this vCPU's frame address (40 bytes below its IST top), and a slot below
+     * the frame holds that address again, so the frame `int $0x84` would push is built
+     * here without the IDT, the TSS or a second trap. */
+    swapgs
+    mov %rsp, %gs:24                    /* frame.rsp: the guest's */
+    mov %gs:LSTAR_SELF, %rsp            /* onto the frame */
+    swapgs                              /* the guest's GS base again */
+    /* fall through: the rest of the frame (rip, cs, rflags, ss) is filled below */
 
     .globl domus_core_syscall_entry
 domus_core_syscall_entry:

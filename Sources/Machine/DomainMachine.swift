@@ -131,7 +131,7 @@ public final class DomainMachine: @unchecked Sendable {
             (MSR.lstar, area.syscallEntryVirtual),
             (MSR.cstar, area.syscallStubVirtual),   // compatibility-mode syscalls: never the core
             (MSR.sfmask, RFlags.trap | RFlags.interrupt | RFlags.direction | RFlags.alignmentCheck | RFlags.nestedTask),
-            (MSR.kernelGSBase, 0),
+            (MSR.kernelGSBase, area.kernelGSBase(vcpu)),
         ])
         var regs = Registers()
         if let boot {

@@ -128,10 +128,20 @@ public struct HypervisorArea: Sendable {
     func ldtVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + 0x1a000 }
     func coreBlockVirtual(_ vcpu: Int) -> UInt64 { vcpuVirtual(vcpu) + Self.coreBlockOffset }
     var syscallStubVirtual: UInt64 { stubsVirtual + UInt64(StubCode.syscallStubOffset) }
-    /// MSR_LSTAR: the core's syscall stub when the core runs, else the slow stub.
+    /// MSR_LSTAR: where ring 0 runs natively, the core's own `syscall` entry; else the
+    /// core's syscall stub (`int $0x84`) when the core runs, or the slow stub.
     var syscallEntryVirtual: UInt64 {
-        stubsVirtual + UInt64(fastPath ? StubCode.coreSyscallStubOffset : StubCode.syscallStubOffset)
+        if coreTraps { return coreCodeVirtual + Ring0CoreImage.lstarEntryOffset }
+        return stubsVirtual + UInt64(fastPath ? StubCode.coreSyscallStubOffset : StubCode.syscallStubOffset)
     }
+
+    /// MSR_KERNEL_GS_BASE of `vcpu` where the core takes `syscall` directly: its frame
+    /// address (`frameVirtual`), which ring0/entry.S reaches with `swapgs`. The guest
+    /// never sees it (a PV kernel cannot `swapgs`); 0 otherwise.
+    func kernelGSBase(_ vcpu: Int) -> UInt64 { coreTraps ? frameVirtual(vcpu) : 0 }
+    /// Where, below the IST top, the frame address is kept again for that entry (below
+    /// the #GP fast-path flag, where no exception frame or saved register reaches).
+    static let lstarFrameSlotBelowTop: UInt64 = 520
     /// An address in the supervisor-only stubs page a kicked vCPU is sent to, so that
     /// its next instruction fetch faults into the hypervisor.
     var kickVirtual: UInt64 { stubsVirtual + UInt64(StubCode.kickOffset) }
@@ -312,6 +322,7 @@ public struct HypervisorArea: Sendable {
             try memory.write(Self.directMapVirtual, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuRAMBase)))
             try memory.write(pageInfoVirtual, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuPageInfo)))
             try memory.write(istTopVirtual(vcpu) - StubCode.fastIOFlagBelowTop, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuFastIOFlag)))
+            try memory.write(frameVirtual(vcpu), at: GuestPhysicalAddress(istStack(vcpu).rawValue + pageSize - Self.lstarFrameSlotBelowTop))
             try memory.write(CoreLayout.version, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuVersion)))
         }
     }

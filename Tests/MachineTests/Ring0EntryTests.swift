@@ -28,6 +28,8 @@ struct Ring0EntryTests {
             let value = parts[1].split(separator: "/").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
             if value.hasPrefix("0x"), let number = UInt64(value.dropFirst(2), radix: 16) {
                 constants[name] = number
+            } else if value.hasPrefix("-"), let number = UInt64(value.dropFirst()) {
+                constants[name] = 0 &- number
             } else if let number = UInt64(value) {
                 constants[name] = number
             }
@@ -75,6 +77,8 @@ struct Ring0EntryTests {
             "REQUEST_SWAP_GS": UInt64(CoreLayout.vcpuRequestSwapGS),
             "INACTIVE_GS_BASE": UInt64(CoreLayout.vcpuInactiveGSBase),
             "MSR_GS_BASE": UInt64(MSR.gsBase),
+            // The slot holding the frame address, from the frame (40 bytes below the top).
+            "LSTAR_SELF": 0 &- (HypervisorArea.lstarFrameSlotBelowTop - 40),
         ]
         for (name, value) in expected {
             #expect(equ[name] == value, "\(name) in ring0/entry.S")
@@ -102,6 +106,14 @@ struct Ring0EntryTests {
         let plain = DescriptorTablesBuilder.idt(stubs: stubs, coreEntries: withoutTraps)
         #expect(gate(plain, 14) == stubs + 14 * UInt64(StubCode.vectorStubStride) && gate(plain, 6) == stubs + 6 * UInt64(StubCode.vectorStubStride))
         #expect(!HypervisorArea(ramFrames: 256, vcpuCount: 1, fastPath: false, coreTraps: true).coreTraps, "no core, no core traps")
+        // Where ring 0 runs natively, `syscall` enters the core directly; KERNEL_GS_BASE
+        // points at the vCPU's frame, and the slot below the #GP flag holds it again.
+        let native = HypervisorArea(ramFrames: 256, vcpuCount: 2, fastPath: true, coreTraps: true)
+        #expect(native.syscallEntryVirtual == native.coreCodeVirtual + Ring0CoreImage.lstarEntryOffset)
+        #expect(native.kernelGSBase(1) == native.frameVirtual(1))
+        #expect(HypervisorArea.lstarFrameSlotBelowTop > StubCode.fastIOFlagBelowTop)
+        let emulated = HypervisorArea(ramFrames: 256, vcpuCount: 2, fastPath: true, coreTraps: false)
+        #expect(emulated.syscallEntryVirtual == emulated.stubsVirtual + UInt64(StubCode.coreSyscallStubOffset) && emulated.kernelGSBase(0) == 0)
     }
 
     /// Whether the Swift toolchain next to `swiftc` has the LLVM tools the core's build needs.

@@ -34,10 +34,12 @@ skip_all() {
   exit 0
 }
 # box NAME ARGS... — runs the box with output in $WORK/NAME.{out,err}, sets rc.
+# Every box is bounded (a TCG machine has been seen to hang on its way down); a test's
+# own --timeout, given later, wins.
 box() {
   local name=$1; shift
   rc=0
-  "$BOX" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null || rc=$?
+  "$BOX" --timeout 300 "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" </dev/null || rc=$?
 }
 show() { sed 's/^/    | /' "$WORK/$1.err" | tail -n 8; }
 leftover_qemu() { pgrep -f "qemu-system-x86_64.*$WORK/" || true; }
@@ -111,7 +113,7 @@ fi
 rc=0
 start=$SECONDS
 first=""
-exec {live}< <("$BOX" -- sh -c 'echo first; sleep 8; echo second' 2>/dev/null </dev/null)
+exec {live}< <("$BOX" --timeout 120 -- sh -c 'echo first; sleep 8; echo second' 2>/dev/null </dev/null)
 if IFS= read -r -t 60 -u "$live" first; then t_first=$((SECONDS - start)); fi
 cat <&"$live" >/dev/null
 exec {live}<&-
