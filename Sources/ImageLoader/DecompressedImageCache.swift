@@ -19,8 +19,9 @@ public final class DecompressedImageCache: Sendable {
     static let magic = Array("DOMUSKC1".utf8)
     static let headerSize = 16
 
-    /// Writes started by `storeInBackground` and not yet finished.
-    private let pendingWrites = DispatchGroup()
+    /// Writes started by `storeInBackground` and not yet finished, in any cache of the
+    /// process (a short-lived `domus run` waits for them before it exits).
+    private static let pendingWrites = DispatchGroup()
 
     public init(directory: String, capacity: Int = 8) {
         self.directory = directory
@@ -31,16 +32,17 @@ public final class DecompressedImageCache: Sendable {
     /// domain build). An entry appears whole or not at all, so a process that ends
     /// first leaves at most a temporary file behind.
     func storeInBackground(_ key: String, _ bytes: [UInt8]) {
-        pendingWrites.enter()
-        let group = pendingWrites
+        Self.pendingWrites.enter()
+        let group = Self.pendingWrites
         Thread.detachNewThread { [self] in
             store(key, bytes)
             group.leave()
         }
     }
 
-    /// Waits until background writes have finished; false if `seconds` passed first.
-    public func waitForPendingWrites(seconds: Double) -> Bool {
+    /// Waits until the process's background writes have finished; false if `seconds`
+    /// passed first.
+    public static func waitForPendingWrites(seconds: Double) -> Bool {
         pendingWrites.wait(timeout: .now() + seconds) == .success
     }
 

@@ -1,6 +1,7 @@
 import Backends
 import Foundation
 import Hypervisor
+import ImageLoader
 import KVM
 import Machine
 import XenABI
@@ -164,6 +165,9 @@ public enum OneShotRun {
         outcome.runNanoseconds = UInt64(max(0, HostClockReading.since(runStart)) * 1e9)
         outcome.vcpuTimes = domain.vcpus.map { ($0.cpuTime.load(ordering: .relaxed), $0.blockedTime) }
         if options.statistics { diagnostics(statisticsReport(outcome)) }
+        // A decompressed kernel still being written to the cache is finished first (a
+        // guest that ends at once would otherwise leave only a temporary file).
+        _ = DecompressedImageCache.waitForPendingWrites(seconds: 30)
         return outcome
     }
 

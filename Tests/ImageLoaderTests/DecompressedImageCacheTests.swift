@@ -43,7 +43,7 @@ struct DecompressedImageCacheTests {
         let options = ImageLoadOptions(cache: cache)
         let first = try KernelImage.load(bytes: image, options: options)
         #expect(!first.fromCache)
-        #expect(cache.waitForPendingWrites(seconds: 30), "the copy is written beside the build")
+        #expect(DecompressedImageCache.waitForPendingWrites(seconds: 30), "the copy is written beside the build")
         let second = try KernelImage.load(bytes: image, options: options)
         #expect(second.fromCache)
         #expect(second.elf.bytes == first.elf.bytes && second.layout.entry == first.layout.entry)
