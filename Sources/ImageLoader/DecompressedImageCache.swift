@@ -111,7 +111,7 @@ public final class DecompressedImageCache: Sendable {
         let length = UInt64(bytes.count)
         for index in 0..<8 { contents.append(UInt8(truncatingIfNeeded: length >> (8 * UInt64(index)))) }
         contents += bytes
-        let temporary = directory + "/." + key + ".\(getpid()).tmp"
+        let temporary = directory + "/." + key + "." + UUID().uuidString + ".tmp"   // unique per writer
         guard FileManager.default.createFile(atPath: temporary, contents: Data(contents), attributes: [.posixPermissions: 0o600]) else {
             return false
         }
