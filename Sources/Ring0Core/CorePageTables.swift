@@ -58,15 +58,17 @@ struct GuestView {
     }
 
     /// The guest-physical address of `address` under the L4 at `root` (a CR3 value), or
-    /// nil when it is not mapped to RAM, not user-accessible, or not the guest's.
-    func translate(_ address: UInt64, root: UInt64) -> UInt64? {
+    /// nil when it is not mapped to RAM, not user-accessible, or not the guest's; with
+    /// `write`, also when it is not writable at every level (Xen's copy_to_guest).
+    func translate(_ address: UInt64, root: UInt64, write: Bool = false) -> UInt64? {
         guard Self.isGuestAddress(address) else { return nil }
+        let required = write ? CorePTE.present | CorePTE.user | CorePTE.rw : CorePTE.present | CorePTE.user
         var table = root & CorePTE.addressMask
         var shift: UInt64 = 39
         while true {
             guard table >> 12 < ramFrames else { return nil }
             let entry = ram.u64(table &+ ((address >> shift) & 511) &* 8)
-            guard entry & CorePTE.present != 0, entry & CorePTE.user != 0 else { return nil }
+            guard entry & required == required else { return nil }
             if shift > 12 && entry & CorePTE.pse != 0 { return nil }
             table = entry & CorePTE.addressMask
             if shift == 12 { break }
@@ -92,26 +94,6 @@ struct GuestView {
         }
         guard table >> 12 < ramFrames else { return nil }
         return table &+ ((address >> 12) & 511) &* 8
-    }
-
-    /// The guest-physical address of `address` for a write by the hypervisor on the
-    /// guest's behalf (Xen's copy_to_guest): present, user-accessible and writable at
-    /// every level, in RAM. Nil otherwise.
-    func translateForWrite(_ address: UInt64, root: UInt64) -> UInt64? {
-        guard Self.isGuestAddress(address) else { return nil }
-        var table = root & CorePTE.addressMask
-        var shift: UInt64 = 39
-        while true {
-            guard table >> 12 < ramFrames else { return nil }
-            let entry = ram.u64(table &+ ((address >> shift) & 511) &* 8)
-            guard entry & (CorePTE.present | CorePTE.user | CorePTE.rw) == CorePTE.present | CorePTE.user | CorePTE.rw else { return nil }
-            if shift > 12 && entry & CorePTE.pse != 0 { return nil }
-            table = entry & CorePTE.addressMask
-            if shift == 12 { break }
-            shift &-= 9
-        }
-        guard table >> 12 < ramFrames else { return nil }
-        return table | (address & 0xfff)
     }
 
     /// The 8-byte word at an 8-byte-aligned guest-virtual address.

@@ -141,8 +141,8 @@ enum FastTraps {
         // Both ends of the frame through the kernel's page tables, writable (a frame
         // spans at most two pages), before anything is written.
         let root = kernelTable << 12
-        guard let first = view.translateForWrite(base, root: root),
-              let last = view.translateForWrite(stack &- 8, root: root) else { return CoreLayout.resultDeferred }
+        guard let first = view.translate(base, root: root, write: true),
+              let last = view.translate(stack &- 8, root: root, write: true) else { return CoreLayout.resultDeferred }
         let split = (base | 0xfff) &+ 1   // the first byte of the next page
         func put(_ index: UInt64, _ value: UInt64) {
             let address = base &+ index &* 8
