@@ -200,6 +200,15 @@ public final class Domain: @unchecked Sendable {
         }
         return totals
     }
+
+    /// Totals of `VCPU.count(event:)` across vCPUs.
+    public func eventCounts() -> [String: UInt64] {
+        var totals: [String: UInt64] = [:]
+        for vcpu in vcpus {
+            for (kind, count) in vcpu.eventCounts { totals[kind, default: 0] += count }
+        }
+        return totals
+    }
 }
 
 /// The domain-wide state behind `Domain.state`'s lock.

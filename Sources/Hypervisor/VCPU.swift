@@ -168,6 +168,7 @@ public final class VCPU: @unchecked Sendable {
     /// Per-vCPU counters: hypercalls by number, exits by kind.
     public var hypercallCounts = [UInt64](repeating: 0, count: 64)
     public var exitCounts: [String: UInt64] = [:]
+    public var eventCounts: [String: UInt64] = [:]
 
     /// Work for the machine before the guest runs again.
     public var pendingWork = PendingMachineWork()
@@ -231,6 +232,12 @@ public final class VCPU: @unchecked Sendable {
 
     public func count(exit kind: String) {
         exitCounts[kind, default: 0] &+= 1
+    }
+
+    /// Counts something that happened on an exit or a resume but is not an exit itself
+    /// (a resume through the apply routine, an upcall written in place, a wait).
+    public func count(event kind: String) {
+        eventCounts[kind, default: 0] &+= 1
     }
 
     // MARK: vcpu_info access

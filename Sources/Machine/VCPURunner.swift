@@ -129,7 +129,7 @@ final class VCPURunner: @unchecked Sendable {
         guard needsAttention() else { return false }
         if area.isReturnPoint(regs.rip) && regs.rsp == area.frameVirtual(vcpu.id) {
             stoppedInsideCore = false
-            vcpu.count(exit: "kick (on the way back to the guest)")
+            vcpu.count(event: "signal taken as a kick (on the way back to the guest)")
             resumeFromFrame(regs: regs, sregs: sregs)
             return true
         }
@@ -140,7 +140,7 @@ final class VCPURunner: @unchecked Sendable {
             // path, the apply routine): kick again shortly, when it is likely back in
             // guest code, rather than wait for its next exit.
             retryKick = true
-            vcpu.count(exit: "kick retried (vCPU in a ring-0 stub)")
+            vcpu.count(event: "kick retried (vCPU in a ring-0 stub)")
         }
         return false
     }
@@ -207,7 +207,7 @@ final class VCPURunner: @unchecked Sendable {
             enterKickStub()
             return true
         }
-        vcpu.count(exit: "delivered at the signal (no kick)")
+        vcpu.count(event: "upcall written at a signal exit (no kick)")
         return true
     }
 
@@ -240,7 +240,7 @@ final class VCPURunner: @unchecked Sendable {
             // delivery: a new RIP would become the exception's return address. Let the
             // exception be delivered first, and kick again shortly.
             retryKick = true
-            vcpu.count(exit: "kick retried (an exception in flight)")
+            vcpu.count(event: "kick retried (an exception in flight)")
             return
         }
         var regs = cpu.registers
@@ -313,7 +313,7 @@ final class VCPURunner: @unchecked Sendable {
         target.tv_sec = Int(host / 1_000_000_000)
         target.tv_nsec = Int(host % 1_000_000_000)
         while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &target, nil) == EINTR, !domain.isFinished {}
-        vcpu.count(exit: "waited for a deadline due within 150 us")
+        vcpu.count(event: "waited for a deadline due within 150 us")
     }
 
     private func handle(_ exit: VMExit) {
@@ -598,7 +598,7 @@ final class VCPURunner: @unchecked Sendable {
         }
         vcpu.blocked.store(false, ordering: .sequentiallyConsistent)
         vcpu.blockedTime &+= domain.systemTime() &- start
-        vcpu.count(exit: "blocked")
+        vcpu.count(event: "blocked (SCHEDOP_block or poll)")
     }
 
     // MARK: Resuming
@@ -653,7 +653,7 @@ final class VCPURunner: @unchecked Sendable {
             pendingRestore = (context.rax, context.rcx, context.rdx, context.rsi)
             regs.rip = area.applyVirtual
             regs.rsi = writeOperationChunk()
-            vcpu.count(exit: "apply")
+            vcpu.count(event: "resume through the apply routine")
         }
         cpu.registers = regs
     }

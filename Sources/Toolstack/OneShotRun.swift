@@ -48,6 +48,8 @@ public enum OneShotRun {
         /// without an exit, by kind.
         public var deliveredInVM: [String: UInt64] = [:]
         public let exits: [String: UInt64]
+        /// What happened on exits and resumes that is not an exit itself.
+        public var events: [String: UInt64] = [:]
         /// Seconds spent building the domain (decompressing and loading the kernel,
         /// page tables, start info), before its first instruction.
         public var buildSeconds: Double = 0
@@ -161,6 +163,7 @@ public enum OneShotRun {
                               hypercalls: domain.hypercallCounts(), exits: domain.exitCounts())
         outcome.inVM = domain.coreHandledCounts()
         outcome.deliveredInVM = domain.coreDeliveredCounts()
+        outcome.events = domain.eventCounts()
         outcome.buildSeconds = buildSeconds
         outcome.runNanoseconds = UInt64(max(0, HostClockReading.since(runStart)) * 1e9)
         outcome.vcpuTimes = domain.vcpus.map { ($0.cpuTime.load(ordering: .relaxed), $0.blockedTime) }
@@ -195,6 +198,12 @@ public enum OneShotRun {
         lines.append("domus: exits:")
         for (kind, count) in outcome.exits.sorted(by: { $0.value > $1.value }) {
             lines.append("  \(kind) \(count)")
+        }
+        if !outcome.events.isEmpty {
+            lines.append("domus: on the way (not exits):")
+            for (kind, count) in outcome.events.sorted(by: { $0.value > $1.value }) {
+                lines.append("  \(kind) \(count)")
+            }
         }
         return lines.joined(separator: "\n")
     }
