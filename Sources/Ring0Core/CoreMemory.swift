@@ -85,3 +85,12 @@ struct CoreLock {
         _ = header.compareExchange(UInt64(CoreLayout.headerLock), expected: tag, desired: 0)
     }
 }
+
+extension Words {
+    /// Counts one thing the core delivered without an exit (`CoreLayout.inVM*`), in a
+    /// vCPU block.
+    @inline(__always) func countInVM(_ slot: Int) {
+        let offset = UInt64(CoreLayout.vcpuInVMCounts) &+ UInt64(slot) &* 8
+        setU64(offset, u64(offset) &+ 1)
+    }
+}

@@ -28,8 +28,7 @@ enum FastCPUID {
         regs.setU64(UInt64(CoreLayout.savedRCX), UInt64(values.ecx))
         regs.setU64(UInt64(CoreLayout.savedRDX), UInt64(values.edx))
         regs.setU64(UInt64(CoreLayout.savedRIP), rip &+ sequenceLength)
-        let slot = UInt64(CoreLayout.vcpuInVMCounts) &+ UInt64(CoreLayout.inVMCPUID) &* 8
-        vcpu.setU64(slot, vcpu.u64(slot) &+ 1)
+        vcpu.countInVM(CoreLayout.inVMCPUID)
         return CoreLayout.resultHandled
     }
 

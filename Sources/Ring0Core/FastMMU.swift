@@ -29,21 +29,7 @@ struct FastMMU {
 
         let old = ram.atomicLoad(address)
         let new = command == 2 ? value | (old & (CorePTE.accessed | CorePTE.dirty)) : value
-        if new == old { return true }
-
-        // Check everything before changing anything.
-        guard canAcquire(new, level: level) else { return false }
-        guard canRelease(old, level: level, acquiring: new) else { return false }
-
-        acquire(new, level: level)
-        let stored = CorePTE.adjust(new, level: level)
-        guard ram.compareExchange(address, expected: old, desired: stored) == old else {
-            // The hardware set A/D meanwhile: undo, and let the host retry.
-            release(new, level: level)
-            return false
-        }
-        release(old, level: level)
-        return true
+        return replace(at: address, old: old, with: new, level: level)
     }
 
     /// Changes one entry of a validated L1 in use to `transform(old)`, as the host's
@@ -56,17 +42,23 @@ struct FastMMU {
             return nil
         }
         let old = ram.atomicLoad(address)
-        let new = transform(old)
-        if new == old { return old }
-        guard canAcquire(new, level: 1), canRelease(old, level: 1, acquiring: new) else { return nil }
-        acquire(new, level: 1)
-        guard ram.compareExchange(address, expected: old, desired: CorePTE.adjust(new, level: 1)) == old else {
+        return replace(at: address, old: old, with: transform(old), level: 1) ? old : nil
+    }
+
+    /// Replaces entry `old` at `address` of a table of `level` with `new`, taking and
+    /// dropping references as the host does; false (nothing changed) when the host
+    /// must do it. Everything is checked before anything changes.
+    private func replace(at address: UInt64, old: UInt64, with new: UInt64, level: UInt64) -> Bool {
+        if new == old { return true }
+        guard canAcquire(new, level: level), canRelease(old, level: level, acquiring: new) else { return false }
+        acquire(new, level: level)
+        guard ram.compareExchange(address, expected: old, desired: CorePTE.adjust(new, level: level)) == old else {
             // The hardware set A/D meanwhile: undo, and let the host retry.
-            release(new, level: 1)
-            return nil
+            release(new, level: level)
+            return false
         }
-        release(old, level: 1)
-        return old
+        release(old, level: level)
+        return true
     }
 
     /// Whether `entry` at `level` may be installed without the host: present entries

@@ -66,8 +66,7 @@ enum FastPTWrite {
             setLogicFlags(regs, UInt8(truncatingIfNeeded: old >> shift) | bits)
         }
         regs.setU64(UInt64(CoreLayout.savedRIP), rip &+ decoded.length)
-        let slot = UInt64(CoreLayout.vcpuInVMCounts) &+ UInt64(CoreLayout.inVMPageTableWrite) &* 8
-        vcpu.setU64(slot, vcpu.u64(slot) &+ 1)
+        vcpu.countInVM(CoreLayout.inVMPageTableWrite)
         return CoreLayout.resultHandled
     }
 

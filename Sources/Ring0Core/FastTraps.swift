@@ -167,8 +167,7 @@ enum FastTraps {
         regs.setU64(UInt64(CoreLayout.savedRSP), base)
         regs.setU64(UInt64(CoreLayout.savedRFlags), ((rflags & ~(clearedOnBounce | iopl)) | interruptFlag | fixed))
         if let fastIOFlag { switchToKernel(vcpu, fastIOFlag: fastIOFlag, virtualIOPL: virtualIOPL) }
-        let slot = UInt64(CoreLayout.vcpuInVMCounts) &+ UInt64(counter) &* 8
-        vcpu.setU64(slot, vcpu.u64(slot) &+ 1)
+        vcpu.countInVM(counter)
         return CoreLayout.resultHandled
     }
 
