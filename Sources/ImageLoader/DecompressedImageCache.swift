@@ -67,8 +67,9 @@ public final class DecompressedImageCache: Sendable {
 
     func path(_ key: String) -> String { directory + "/" + key + ".elf" }
 
-    /// The decompressed bytes stored for `key`, if a whole entry is there.
-    func lookup(_ key: String) -> [UInt8]? {
+    /// The decompressed bytes stored for `key`, if a whole entry of at most `limit`
+    /// bytes is there (a larger one is not read).
+    func lookup(_ key: String, limit: Int = Int.max) -> [UInt8]? {
         guard usableDirectory(create: false) else { return nil }
         let descriptor = open(path(key), O_RDONLY | O_CLOEXEC)
         guard descriptor >= 0 else { return nil }
@@ -79,7 +80,7 @@ public final class DecompressedImageCache: Sendable {
         guard Self.readFully(descriptor, into: &header), Array(header[0..<8]) == Self.magic else { return nil }
         var length: UInt64 = 0
         for index in 0..<8 { length |= UInt64(header[8 + index]) << (8 * UInt64(index)) }
-        guard length == UInt64(status.st_size) - UInt64(Self.headerSize), length <= UInt64(Int.max) else { return nil }
+        guard length == UInt64(status.st_size) - UInt64(Self.headerSize), length <= UInt64(max(0, limit)) else { return nil }
         var bytes = [UInt8](repeating: 0, count: Int(length))
         guard Self.readFully(descriptor, into: &bytes) else { return nil }
         // Most recently used: keeps it through eviction.

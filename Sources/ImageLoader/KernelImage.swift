@@ -112,7 +112,7 @@ public enum KernelImage {
             return try Decompressor.decompress(input, as: compression, limit: options.maxDecompressedSize, context: context)
         }
         let key = DecompressedImageCache.key(input)
-        if let cached = cache.lookup(key), cached.count <= options.maxDecompressedSize {
+        if let cached = cache.lookup(key, limit: options.maxDecompressedSize) {
             fromCache = true
             return cached
         }

@@ -188,11 +188,8 @@ final class VCPURunner: @unchecked Sendable {
             return true
         }
         lastResumed = context
-        var updated = Registers()
-        updated.rax = context.rax; updated.rbx = context.rbx; updated.rcx = context.rcx; updated.rdx = context.rdx
-        updated.rsi = context.rsi; updated.rdi = context.rdi; updated.rsp = context.rsp; updated.rbp = context.rbp
-        updated.r8 = context.r8; updated.r9 = context.r9; updated.r10 = context.r10; updated.r11 = context.r11
-        updated.r12 = context.r12; updated.r13 = context.r13; updated.r14 = context.r14; updated.r15 = context.r15
+        var updated = generalRegisters(context)
+        updated.rsp = context.rsp
         updated.rip = context.rip
         updated.rflags = (context.rflags & ~RFlags.iopl) | RFlags.interrupt | RFlags.fixed
         if updated != regs { cpu.registers = updated }
@@ -211,10 +208,14 @@ final class VCPURunner: @unchecked Sendable {
         return true
     }
 
+    /// At most this many samples are kept per vCPU (an hour at one a millisecond).
+    static let sampleLimit = 3_600_000
+
     /// Records where a signal found the vCPU (`--sample-guest`).
-    private func sample() {
+    private func sample(_ sregs: SpecialRegisters) {
+        guard samples.count < Self.sampleLimit else { return }
         let regs = cpu.registers
-        let ring3 = cpu.specialRegisters.cs.selector & 3 == 3
+        let ring3 = sregs.cs.selector & 3 == 3
         let place: GuestSample.Place = !ring3 ? .hypervisor : (vcpu.mode == .kernel ? .kernel : .user)
         samples.append(GuestSample(nanoseconds: HostTime.monotonic() &- startedAt, vcpu: vcpu.id, place: place, rip: regs.rip))
     }
@@ -313,7 +314,7 @@ final class VCPURunner: @unchecked Sendable {
         target.tv_sec = Int(host / 1_000_000_000)
         target.tv_nsec = Int(host % 1_000_000_000)
         while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &target, nil) == EINTR, !domain.isFinished {}
-        vcpu.count(event: "waited for a deadline due within 150 us")
+        vcpu.count(event: "waited for a deadline due within \(TickPredictor.nearWindow / 1000) us")
     }
 
     private func handle(_ exit: VMExit) {
@@ -336,9 +337,9 @@ final class VCPURunner: @unchecked Sendable {
             }
         case .interrupted:
             vcpu.count(exit: "signal")
-            if sampling { sample() }
-            waitForNearDeadline()
             let sregs = cpu.specialRegisters
+            if sampling { sample(sregs) }
+            waitForNearDeadline()
             if sregs.cs.selector & 3 == 0 {
                 if interruptedInRing0(sregs) { interruptedInGuest = false }
             } else if needsAttention() && deliverInPlace(sregs) {
@@ -431,6 +432,17 @@ final class VCPURunner: @unchecked Sendable {
         context.rsp = frame[3]
         context.ss = UInt16(truncatingIfNeeded: frame[4])
         return context
+    }
+
+    /// KVM registers holding `context`'s general-purpose registers but rsp (rip, rsp
+    /// and rflags are the caller's to set: the guest's, or the stub's frame).
+    private func generalRegisters(_ context: GuestContext) -> Registers {
+        var regs = Registers()
+        regs.rax = context.rax; regs.rbx = context.rbx; regs.rcx = context.rcx; regs.rdx = context.rdx
+        regs.rsi = context.rsi; regs.rdi = context.rdi; regs.rbp = context.rbp
+        regs.r8 = context.r8; regs.r9 = context.r9; regs.r10 = context.r10; regs.r11 = context.r11
+        regs.r12 = context.r12; regs.r13 = context.r13; regs.r14 = context.r14; regs.r15 = context.r15
+        return regs
     }
 
     private func makeContext(_ regs: Registers, _ sregs: SpecialRegisters) -> GuestContext {
@@ -639,11 +651,7 @@ final class VCPURunner: @unchecked Sendable {
             try? domain.memory.write(word, at: GuestPhysicalAddress(area.frame(vcpu.id).rawValue + UInt64(index) * 8))
         }
 
-        var regs = Registers()
-        regs.rax = context.rax; regs.rbx = context.rbx; regs.rcx = context.rcx; regs.rdx = context.rdx
-        regs.rsi = context.rsi; regs.rdi = context.rdi; regs.rbp = context.rbp
-        regs.r8 = context.r8; regs.r9 = context.r9; regs.r10 = context.r10; regs.r11 = context.r11
-        regs.r12 = context.r12; regs.r13 = context.r13; regs.r14 = context.r14; regs.r15 = context.r15
+        var regs = generalRegisters(context)
         regs.rsp = area.frameVirtual(vcpu.id)
         regs.rflags = RFlags.fixed
         if operations.isEmpty {

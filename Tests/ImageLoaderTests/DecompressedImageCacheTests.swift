@@ -62,6 +62,7 @@ struct DecompressedImageCacheTests {
         let key = DecompressedImageCache.key(Array("image".utf8)[...])
         #expect(cache.store(key, [1, 2, 3, 4]))
         #expect(cache.lookup(key) == [1, 2, 3, 4])
+        #expect(cache.lookup(key, limit: 3) == nil, "larger than the loader's limit: not read")
         let path = cache.path(key)
         let whole = try #require(FileManager.default.contents(atPath: path))
         try whole.dropLast().write(to: URL(fileURLWithPath: path))
