@@ -63,8 +63,17 @@ public enum DomainBuilder {
     /// Largest initrd Domus reads (the domain's memory bounds it further).
     static let maximumInitrdBytes: UInt64 = 1 << 30
 
+    /// Starts reading and decompressing `spec`'s kernel on another thread, so that what
+    /// comes before the build (the KVM probe) runs beside it; pass it to `build`.
+    public static func startLoadingKernel(_ spec: DomainSpec) -> KernelPreload {
+        let cache = spec.kernelCache ? DecompressedImageCache.fromEnvironment() : nil
+        return KernelPreload(path: spec.kernelPath, options: ImageLoadOptions(cache: cache))
+    }
+
+    /// Builds the domain; `preload` is `spec`'s kernel from `startLoadingKernel`, else the
+    /// build starts loading it itself (and reads the initrd meanwhile).
     public static func build(_ spec: DomainSpec, log: HypervisorLog, clock: any HostClock, cpuid: CPUIDPolicy,
-                             xenstore: XenStoreService? = nil,
+                             xenstore: XenStoreService? = nil, preload: KernelPreload? = nil,
                              consoleOutput: @escaping @Sendable ([UInt8]) -> Void) throws(BuildError) -> PreparedDomain {
         guard spec.memoryMiB > 0, spec.memoryMiB <= 1 << 20 else {
             throw .invalidArgument("--memory must be between 1 and 1048576 MiB, got \(spec.memoryMiB)")
@@ -74,16 +83,20 @@ public enum DomainBuilder {
             throw .invalidArgument("the command line is \(spec.commandLine.utf8.count) bytes; Xen allows at most \(StartInfo.maxCommandLine - 1)")
         }
         var phases = BuildPhases()
+        let load = preload.flatMap { $0.path == spec.kernelPath ? $0 : nil } ?? startLoadingKernel(spec)
+        // The initrd is read while the kernel decompresses; a bad kernel is still the
+        // error reported first.
+        let initrdRead = Result { () throws(BuildError) -> [UInt8] in try readInitrd(spec.initrdPath, memoryMiB: spec.memoryMiB) }
+        phases.end("initrd")
         let kernel: LoadedKernel
-        let cache = spec.kernelCache ? DecompressedImageCache.fromEnvironment() : nil
-        do { kernel = try KernelImage.load(path: spec.kernelPath, options: ImageLoadOptions(cache: cache)) } catch { throw .kernel(error) }
-        phases.end(kernel.fromCache ? "kernel (decompressed copy from \(cache?.directory ?? "the cache"))" : "kernel")
+        do { kernel = try load.wait() } catch { throw .kernel(error) }
+        let loadTime = load.loadTime.map { " (loaded in \(BuildPhases.milliseconds($0)) ms)" } ?? ""
+        phases.end((kernel.fromCache ? "kernel wait, decompressed copy from \(load.options.cache?.directory ?? "the cache")" : "kernel wait") + loadTime)
         let missing = kernel.notes.requiredFeatureBits & ~supportedFeatureBits
         guard missing == 0 else {
             throw .unsupportedKernel("\(spec.kernelPath): the kernel requires Xen features Domus does not offer (XENFEAT mask \(hex(UInt64(missing))))")
         }
-        let initrd = try readInitrd(spec.initrdPath, memoryMiB: spec.memoryMiB)
-        phases.end("initrd")
+        let initrd = try initrdRead.get()
         let nrPages = spec.memoryMiB * 256
         let plan = PVLayout(kernel: kernel.layout, unmappedInitrd: kernel.notes.acceptsUnmappedInitrd,
                             initrdBytes: UInt64(initrd.count), nrPages: nrPages)
@@ -285,9 +298,10 @@ struct BuildPhases {
     }
 
     var summary: String {
-        parts.map { name, duration in
-            let milliseconds = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
-            return "\(name) \(Int(milliseconds.rounded())) ms"
-        }.joined(separator: ", ")
+        parts.map { name, duration in "\(name) \(Self.milliseconds(duration)) ms" }.joined(separator: ", ")
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int {
+        Int((Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15).rounded())
     }
 }

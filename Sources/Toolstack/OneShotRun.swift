@@ -48,6 +48,10 @@ public enum OneShotRun {
         /// without an exit, by kind.
         public var deliveredInVM: [String: UInt64] = [:]
         public let exits: [String: UInt64]
+        /// Host nanoseconds from exit to re-entry (blocked time left out), by exit kind
+        /// and, for hypercall exits, by hypercall number.
+        public var exitNanoseconds: [String: UInt64] = [:]
+        public var hypercallExitNanoseconds: [UInt64: UInt64] = [:]
         /// What happened on exits and resumes that is not an exit itself.
         public var events: [String: UInt64] = [:]
         /// Seconds spent building the domain (decompressing and loading the kernel,
@@ -69,6 +73,8 @@ public enum OneShotRun {
             diagnostics("domus: \(message)")
             return Outcome(status: status, lifecycle: nil, elapsedSeconds: HostClockReading.since(start), hypercalls: [:], exits: [:])
         }
+        // The kernel decompresses on another thread while KVM is probed.
+        let preload = DomainBuilder.startLoadingKernel(options.spec)
         let kvm: KVMSystem
         do { kvm = try KVMSystem() } catch {
             return failure(.crash, "cannot use /dev/kvm: \(error)")
@@ -85,7 +91,7 @@ public enum OneShotRun {
         let prepared: PreparedDomain
         do {
             prepared = try DomainBuilder.build(options.spec, log: log, clock: clock, cpuid: CPUIDPolicy(hostLeaves: hostLeaves),
-                                               xenstore: XenStoreService(log: log), consoleOutput: output)
+                                               xenstore: XenStoreService(log: log), preload: preload, consoleOutput: output)
         } catch {
             return failure(error.isUserError ? .usage : .crash, error.description)
         }
@@ -164,6 +170,7 @@ public enum OneShotRun {
         outcome.inVM = domain.coreHandledCounts()
         outcome.deliveredInVM = domain.coreDeliveredCounts()
         outcome.events = domain.eventCounts()
+        (outcome.exitNanoseconds, outcome.hypercallExitNanoseconds) = domain.exitNanoseconds()
         outcome.buildSeconds = buildSeconds
         outcome.runNanoseconds = UInt64(max(0, HostClockReading.since(runStart)) * 1e9)
         outcome.vcpuTimes = domain.vcpus.map { ($0.cpuTime.load(ordering: .relaxed), $0.blockedTime) }
@@ -185,9 +192,12 @@ public enum OneShotRun {
             lines.append("domus: vCPU \(id): guest code \(seconds(times.guest)) s, blocked \(seconds(times.blocked)) s, hypervisor and host \(seconds(other)) s")
         }
         lines.append("domus: hypercalls:")
+        let milliseconds = { (nanoseconds: UInt64) in String(format: "%.1f ms", Double(nanoseconds) / 1e6) }
         for (number, count) in outcome.hypercalls.sorted(by: { $0.value > $1.value }) {
-            let inVM = outcome.inVM[number].map { " (\($0) in the VM, without an exit)" } ?? ""
-            lines.append("  \(Hypercall.name(of: number)) \(count)\(inVM)")
+            var notes: [String] = []
+            if let inVM = outcome.inVM[number] { notes.append("\(inVM) in the VM, without an exit") }
+            if let time = outcome.hypercallExitNanoseconds[number] { notes.append("\(milliseconds(time)) in the host on the exits") }
+            lines.append("  \(Hypercall.name(of: number)) \(count)" + (notes.isEmpty ? "" : " (\(notes.joined(separator: "; ")))"))
         }
         if !outcome.deliveredInVM.isEmpty {
             lines.append("domus: delivered to the guest kernel in the VM, without an exit:")
@@ -195,9 +205,10 @@ public enum OneShotRun {
                 lines.append("  \(kind) \(count)")
             }
         }
-        lines.append("domus: exits:")
+        lines.append("domus: exits (host time from the exit to the next entry, blocked time left out):")
         for (kind, count) in outcome.exits.sorted(by: { $0.value > $1.value }) {
-            lines.append("  \(kind) \(count)")
+            let time = outcome.exitNanoseconds[kind].map { ", \(milliseconds($0))" } ?? ""
+            lines.append("  \(kind) \(count)\(time)")
         }
         if !outcome.events.isEmpty {
             lines.append("domus: on the way (not exits):")

@@ -15,6 +15,30 @@ private func temporaryDirectory() throws -> URL {
 
 @Suite("Kernel files")
 struct KernelFileTests {
+    @Test("A background load gives what load(path:) gives, errors included")
+    func preload() throws {
+        let directory = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("vmlinuz").path
+        let elf = ELFBuilder.linuxLike().build()
+        try Data(makeBzImage(payload: try gzip(elf), uncompressedSize: 0)).write(to: URL(fileURLWithPath: path))
+
+        let preload = KernelPreload(path: path, options: ImageLoadOptions())
+        let kernel = try preload.wait()
+        let direct = try KernelImage.load(path: path)
+        #expect(kernel.format == .bzImage(payload: .gzip))
+        #expect(kernel.elf.bytes == direct.elf.bytes && kernel.layout.entry == direct.layout.entry)
+        #expect(preload.loadTime != nil)
+        // A second wait returns the same kernel at once.
+        #expect(try preload.wait().elf.bytes == elf)
+
+        let missing = directory.appendingPathComponent("absent").path
+        let failing = KernelPreload(path: missing, options: ImageLoadOptions())
+        expectError(.fileNotFound(path: missing)) { () throws(ImageError) in try failing.wait() }
+        let small = KernelPreload(path: path, options: ImageLoadOptions(maxDecompressedSize: elf.count - 1))
+        expectError(.decompressedSizeExceedsLimit(.gzip, limit: elf.count - 1)) { () throws(ImageError) in try small.wait() }
+    }
+
     @Test("Loading from a path; missing, directory and oversized files name the path")
     func fileErrors() throws {
         let directory = try temporaryDirectory()

@@ -205,6 +205,35 @@ struct DomainBuilderTests {
         #expect(path == initrdPath && reason == "no such file")
     }
 
+    @Test("A bad kernel is reported before a missing initrd, though the initrd is read while it loads")
+    func kernelErrorFirst() throws {
+        let directory = try TemporaryDirectory()
+        let kernelPath = try directory.file("vmlinux", [0x7f, 0x45, 0x4c, 0x46, 1, 1, 1])
+        let initrdPath = directory.url.appendingPathComponent("absent.img").path
+        let spec = DomainSpec(kernelPath: kernelPath, initrdPath: initrdPath, memoryMiB: 32)
+        let error = buildError {
+            try DomainBuilder.build(spec, log: HypervisorLog(), clock: StillClock(), cpuid: CPUIDPolicy(hostLeaves: []), consoleOutput: { _ in })
+        }
+        guard case .kernel? = error else { Issue.record("got \(String(describing: error))"); return }
+    }
+
+    @Test("A preloaded kernel is used for its own path only")
+    func preloadForAnotherPath() throws {
+        let directory = try TemporaryDirectory()
+        let kernelPath = try directory.file("vmlinux", ELFBuilder.linuxLike().build())
+        let otherPath = try directory.file("other", [0x7f, 0x45, 0x4c, 0x46])
+        let spec = DomainSpec(kernelPath: kernelPath, memoryMiB: 32)
+        let build = { (preload: KernelPreload) throws -> PreparedDomain in
+            try DomainBuilder.build(spec, log: HypervisorLog(), clock: StillClock(), cpuid: CPUIDPolicy(hostLeaves: []),
+                                    preload: preload, consoleOutput: { _ in })
+        }
+        // A preload of another file is ignored: the spec's kernel is loaded.
+        var other = spec
+        other.kernelPath = otherPath
+        #expect(try build(DomainBuilder.startLoadingKernel(other)).startInfo.nrPages == 32 * 256)
+        #expect(try build(DomainBuilder.startLoadingKernel(spec)).kernel.layout.entry == KernelImage.load(path: kernelPath).layout.entry)
+    }
+
     @Test("Too little memory for the image is memoryTooSmall with the size that would do")
     func tooLittleMemory() throws {
         let directory = try TemporaryDirectory()
