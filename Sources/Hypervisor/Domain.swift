@@ -201,6 +201,17 @@ public final class Domain: @unchecked Sendable {
         return totals
     }
 
+    /// Host time spent on exits, by exit kind and by hypercall number, across vCPUs.
+    public func exitNanoseconds() -> (byKind: [String: UInt64], byHypercall: [UInt64: UInt64]) {
+        var kinds: [String: UInt64] = [:]
+        var hypercalls: [UInt64: UInt64] = [:]
+        for vcpu in vcpus {
+            for (kind, time) in vcpu.exitNanoseconds { kinds[kind, default: 0] += time }
+            for (number, time) in vcpu.hypercallExitNanoseconds { hypercalls[number, default: 0] += time }
+        }
+        return (kinds, hypercalls)
+    }
+
     /// Totals of `VCPU.count(event:)` across vCPUs.
     public func eventCounts() -> [String: UInt64] {
         var totals: [String: UInt64] = [:]

@@ -169,6 +169,13 @@ public final class VCPU: @unchecked Sendable {
     public var hypercallCounts = [UInt64](repeating: 0, count: 64)
     public var exitCounts: [String: UInt64] = [:]
     public var eventCounts: [String: UInt64] = [:]
+    /// Host nanoseconds from each exit to the next entry into the guest (blocked time
+    /// left out), by exit kind, and for hypercall exits by hypercall number.
+    public var exitNanoseconds: [String: UInt64] = [:]
+    public var hypercallExitNanoseconds: [UInt64: UInt64] = [:]
+    /// What the last exit was, for `chargeExit`.
+    private var lastExitKind: String?
+    private var lastExitHypercall: UInt64?
 
     /// Work for the machine before the guest runs again.
     public var pendingWork = PendingMachineWork()
@@ -228,10 +235,25 @@ public final class VCPU: @unchecked Sendable {
 
     func count(hypercall number: UInt64) {
         if number < UInt64(hypercallCounts.count) { hypercallCounts[Int(number)] &+= 1 }
+        // The first hypercall after an exit is the one that exited (a multicall's
+        // entries come after it).
+        if lastExitKind != nil && lastExitHypercall == nil { lastExitHypercall = number }
     }
 
     public func count(exit kind: String) {
         exitCounts[kind, default: 0] &+= 1
+        lastExitKind = kind
+        lastExitHypercall = nil
+    }
+
+    /// Charges `nanoseconds` of host time to the last exit counted (the runner calls
+    /// this as it enters the guest again).
+    public func chargeExit(_ nanoseconds: UInt64) {
+        guard let kind = lastExitKind else { return }
+        exitNanoseconds[kind, default: 0] &+= nanoseconds
+        if let number = lastExitHypercall { hypercallExitNanoseconds[number, default: 0] &+= nanoseconds }
+        lastExitKind = nil
+        lastExitHypercall = nil
     }
 
     /// Counts something that happened on an exit or a resume but is not an exit itself

@@ -71,8 +71,16 @@ final class VCPURunner: @unchecked Sendable {
             if atGuestLevel() && needsAttention() { enterKickStub() }
             armTimer()   // after the kick: a kick put off asks for a retry
             let entered = HostTime.monotonic()
+            if let exitedAt {
+                let blocked = vcpu.blockedTime &- blockedAtExit
+                let spent = entered &- exitedAt
+                vcpu.chargeExit(spent > blocked ? spent - blocked : 0)
+            }
             let exit = cpu.runOnce()
-            vcpu.cpuTime.add(HostTime.monotonic() &- entered, ordering: .relaxed)
+            let now = HostTime.monotonic()
+            vcpu.cpuTime.add(now &- entered, ordering: .relaxed)
+            exitedAt = now
+            blockedAtExit = vcpu.blockedTime
             wakeup.inGuest.store(false, ordering: .sequentiallyConsistent)
             cpu.clearKick()
             handle(exit)
@@ -83,6 +91,11 @@ final class VCPURunner: @unchecked Sendable {
         // A vCPU stopped inside the core for good must not keep the core's lock.
         domain.memory.releaseSpinLock(at: coreLockWord, tag: UInt64(vcpu.id) + 1)
     }
+
+    /// When the last KVM_RUN returned, and the vCPU's blocked time then (for the
+    /// per-exit host time of --stats).
+    private var exitedAt: UInt64?
+    private var blockedAtExit: UInt64 = 0
 
     // MARK: The in-VM core
 

@@ -111,6 +111,26 @@ struct DispatchTests {
         #expect(test.domain.hypercallCounts() == [Hypercall.xenVersion.rawValue: 2, Hypercall.fpuTaskswitch.rawValue: 1])
     }
 
+    @Test("Host time on an exit is charged to the exit's kind and to the hypercall that exited, not a multicall's entries")
+    func exitTime() throws {
+        let test = try TestDomain()
+        test.vcpu.chargeExit(5)   // nothing exited yet: not charged
+        #expect(test.domain.exitNanoseconds().byKind.isEmpty)
+        test.vcpu.count(exit: "syscall")
+        test.call(.multicall, 0, 0)
+        test.call(.xenVersion, XenVersionCommand.version)
+        test.vcpu.chargeExit(100)
+        test.vcpu.count(exit: "signal")
+        test.vcpu.chargeExit(30)
+        test.vcpu.chargeExit(7)   // charged once per exit
+        test.vcpu.count(exit: "syscall")
+        test.call(.xenVersion, XenVersionCommand.version)
+        test.vcpu.chargeExit(1)
+        let times = test.domain.exitNanoseconds()
+        #expect(times.byKind == ["syscall": 101, "signal": 30])
+        #expect(times.byHypercall == [Hypercall.multicall.rawValue: 100, Hypercall.xenVersion.rawValue: 1])
+    }
+
     @Test("Arguments come from rdi, rsi, rdx, r10 and r8; other registers are left alone")
     func argumentRegisters() throws {
         let test = try TestDomain()
