@@ -16,7 +16,9 @@
  *     case the vector-0x83 stub leaves to the host, which resumes the guest itself;
  *   - or it deferred: the registers are restored untouched and the vector-0x82 stub
  *     leaves to the host exactly as if the gate pointed there (int $0x82), or the
- *     slow `syscall` stub does, with the guest's rsp back (syscall).
+ *     slow `syscall` stub does, with the guest's rsp back (syscall). A batch the core
+ *     completed in part (multicall, mmu_update) defers its rest: its list and count
+ *     registers moved on, its TLB requests carried out first.
  *
  * A third way in, domus_core_pf_entry (gate 14 where ring 0 runs natively), hands a
  * page fault from guest code to the core, which bounces it to the guest kernel's
@@ -187,9 +189,12 @@ domus_core_ud_entry:
     pop %rcx
     pop %rsi
     pop %rsp                            /* back to the saved registers */
-    test %rax, %rax
-    jz .Ldeferred
+    mov %rax, %r9                       /* the result and the kind, past the requests */
+    mov %rcx, %r8
 
+    /* The requests are carried out on a deferral too: a batch the core completed in
+     * part (multicall, mmu_update) may have asked for TLB work before handing the
+     * rest to the host. A deferral with nothing done asks for nothing. */
     mov REQUEST_CR3(%rsi), %rax
     test %rax, %rax
     jz 1f
@@ -225,7 +230,10 @@ domus_core_ud_entry:
     mov %rax, %rdx
     shr $32, %rdx
     wrmsr
-6:  RESTORE_REGISTERS
+6:  mov %r8, %rcx
+    test %r9, %r9
+    jz .Ldeferred
+    RESTORE_REGISTERS
     /* From here to domus_core_return_path_end the guest's whole state is in the
      * registers and the frame: the host may treat an interruption here as a kick. */
     .globl domus_core_return_path

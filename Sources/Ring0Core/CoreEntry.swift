@@ -25,6 +25,9 @@ public enum Core {
     static let iret: UInt64 = 23
     static let enoent: UInt64 = UInt64(bitPattern: -2)
     static let domidSelf: UInt64 = 0x7ff0
+    static let multicall: UInt64 = 13
+    static let pinL1Table: UInt64 = 0
+    static let unpinTable: UInt64 = 4
     static let newBaseptr: UInt64 = 5
     static let tlbFlushLocal: UInt64 = 6
     static let invlpgLocal: UInt64 = 7
@@ -72,7 +75,7 @@ public enum Core {
 
     private static func attempt(_ regs: Words, _ vcpu: Words, cr3: UInt64, number: UInt64, entry: UInt64) -> UInt64 {
         switch number {
-        case mmuUpdate, mmuextOp, vcpuOp, stackSwitch, updateVAMapping, xenVersion, setSegmentBase, iret: break
+        case mmuUpdate, mmuextOp, vcpuOp, stackSwitch, updateVAMapping, xenVersion, setSegmentBase, iret, multicall: break
         default: return CoreLayout.resultDeferred
         }
         guard let context = CoreContext(vcpu), vcpu.u64(UInt64(CoreLayout.vcpuMode)) == 0 else { return CoreLayout.resultDeferred }
@@ -86,6 +89,13 @@ public enum Core {
                 return CoreLayout.resultDeferred
             }
         }
+        if number == multicall { return multicallBatch(regs, vcpu, view: context.view, cr3: cr3) }
+        return pageTableOrState(regs, vcpu, context: context, cr3: cr3, number: number)
+    }
+
+    /// The hypercalls of `attempt` other than multicall, also the entries of one.
+    static func pageTableOrState(_ regs: Words, _ vcpu: Words, context: CoreContext, cr3: UInt64, number: UInt64) -> UInt64 {
+        let header = context.header
         let ramFrames = context.ramFrames
         let ram = context.ram
         switch number {
@@ -118,12 +128,19 @@ public enum Core {
         let count = regs.u64(UInt64(CoreLayout.savedRSI))
 
         if number == mmuUpdate {
-            guard count == 1, let ptr = view.readWord(list, root: cr3),
-                  let value = view.readWord(list &+ 8, root: cr3) else { return CoreLayout.resultDeferred }
+            // Request by request (struct mmu_update: ptr, val); the host gets the rest
+            // from the first it must do itself, or past `batchLimit`.
+            guard count >= 1, count < 1 << 31 else { return CoreLayout.resultDeferred }
             guard lock.acquire(tag: tag) else { return CoreLayout.resultDeferred }
-            let done = mmu.updateEntry(ptr: ptr, value: value)
+            var done: UInt64 = 0
+            while done < count && done < batchLimit {
+                let request = list &+ done &* 16
+                guard let ptr = view.readWord(request, root: cr3), let value = view.readWord(request &+ 8, root: cr3),
+                      mmu.updateEntry(ptr: ptr, value: value) else { break }
+                done &+= 1
+            }
             lock.release(tag: tag)
-            guard done else { return CoreLayout.resultDeferred }
+            guard done == count else { return continueInHost(regs, list: list, done: done, entrySize: 16, count: count) }
             regs.setU64(UInt64(CoreLayout.savedRAX), 0)
             return CoreLayout.resultHandled
         }
@@ -146,10 +163,9 @@ public enum Core {
         lock.release(tag: tag)
         guard done else { return CoreLayout.resultDeferred }
         if flushType == 1 {
-            vcpu.setU64(UInt64(CoreLayout.vcpuRequestFlush), 1)
+            requestFlush(vcpu)
         } else if flushType == 2 {
-            vcpu.setU64(UInt64(CoreLayout.vcpuInvalidateAddress), address)
-            vcpu.setU64(UInt64(CoreLayout.vcpuRequestInvalidate), 1)
+            requestInvalidate(vcpu, address)
         }
         regs.setU64(UInt64(CoreLayout.savedRAX), 0)
         return CoreLayout.resultHandled
@@ -196,6 +212,16 @@ public enum Core {
         // struct mmuext_op: cmd (u32, padded), arg1 (u64), arg2 (u64).
         guard let command0 = view.readWord(list, root: cr3), let argument0 = view.readWord(list &+ 8, root: cr3) else {
             return CoreLayout.resultDeferred
+        }
+        if count == 1 && (command0 & 0xffff_ffff == pinL1Table || command0 & 0xffff_ffff == unpinTable) {
+            guard lock.acquire(tag: tag) else { return CoreLayout.resultDeferred }
+            var flush = false
+            let done = command0 & 0xffff_ffff == pinL1Table ? mmu.pinL1(argument0, flush: &flush) : mmu.unpin(argument0)
+            lock.release(tag: tag)
+            guard done else { return CoreLayout.resultDeferred }
+            if flush { requestFlush(vcpu) }
+            regs.setU64(UInt64(CoreLayout.savedRAX), 0)
+            return CoreLayout.resultHandled
         }
         var command1: UInt64 = tlbFlushLocal
         var argument1: UInt64 = 0
@@ -252,10 +278,9 @@ public enum Core {
         if kernel != oldKernel && kernel != CoreLayout.noFrame && kernel << 12 != cr3 {
             vcpu.setU64(UInt64(CoreLayout.vcpuRequestCR3), kernel << 12)
         } else if flush {
-            vcpu.setU64(UInt64(CoreLayout.vcpuRequestFlush), 1)
+            requestFlush(vcpu)
         } else if let invalidate {
-            vcpu.setU64(UInt64(CoreLayout.vcpuInvalidateAddress), invalidate)
-            vcpu.setU64(UInt64(CoreLayout.vcpuRequestInvalidate), 1)
+            requestInvalidate(vcpu, invalidate)
         }
         regs.setU64(UInt64(CoreLayout.savedRAX), 0)
         return CoreLayout.resultHandled

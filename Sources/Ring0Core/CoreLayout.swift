@@ -11,7 +11,7 @@
 public enum CoreLayout {
     /// Bumped whenever a layout below changes; the host writes it into every vCPU block
     /// and the core refuses to run (takes the slow path) on a mismatch.
-    public static let version: UInt64 = 0x444f_4d55_5330_0006   // "DOMUS0" + 6
+    public static let version: UInt64 = 0x444f_4d55_5330_0007   // "DOMUS0" + 7
 
     // MARK: Page information: one entry per RAM frame (Xen's page_info)
 
@@ -151,6 +151,9 @@ public enum CoreLayout {
     /// in `vcpuTimerUpdated` until the host has copied it.
     public static let vcpuTimerDeadline = 0x590
     public static let vcpuTimerUpdated = 0x598
+
+    /// The registers of a multicall entry the core runs (laid out as `saved*`).
+    public static let vcpuScratchRegisters = 0x600
 
     /// A base-pointer field holding no table.
     public static let noFrame: UInt64 = ~0

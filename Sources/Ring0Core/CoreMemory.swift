@@ -63,6 +63,12 @@ struct PageInfoTable {
     @inline(__always) func setType(_ frame: UInt64, _ value: UInt8) {
         words.setU8(frame &* UInt64(CoreLayout.pageInfoSize) &+ UInt64(CoreLayout.pageInfoType), value)
     }
+    @inline(__always) func pinned(_ frame: UInt64) -> Bool {
+        words.u8(frame &* UInt64(CoreLayout.pageInfoSize) &+ UInt64(CoreLayout.pageInfoPinned)) != 0
+    }
+    @inline(__always) func setPinned(_ frame: UInt64, _ value: Bool) {
+        words.setU8(frame &* UInt64(CoreLayout.pageInfoSize) &+ UInt64(CoreLayout.pageInfoPinned), value ? 1 : 0)
+    }
 }
 
 /// The spin lock in the domain header, shared with the host.

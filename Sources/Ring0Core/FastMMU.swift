@@ -1,10 +1,11 @@
 /// The PV MMU hypercalls the core completes inside the VM: the common, simple cases of
 /// mmu_update and mmuext_op, with exactly the host's validation
-/// (`Hypervisor.PageTableUpdates`, `MMUOps`). Anything else — a frame whose type must
-/// change with validation, a table that would lose its last reference, an error the
-/// guest must see, a batch — is left to the host untouched ("deferred"), and the host
-/// handles the whole hypercall as if the core did not exist. A deferral must therefore
-/// happen before the first change.
+/// (`Hypervisor.PageTableUpdates`, `MMUOps`). Anything else — an upper table whose
+/// type must change with validation, or that would lose its last reference, an error
+/// the guest must see — is left to the host untouched ("deferred"), and the host
+/// handles the whole hypercall as if the core did not exist. Each operation here
+/// therefore checks everything before its first change; only a batch may hand the
+/// host its rest after completing a part (`Core.continueInHost`).
 struct FastMMU {
     let ram: Words
     let pages: PageInfoTable
@@ -122,10 +123,83 @@ struct FastMMU {
         if level == 1 {
             let mappings = pages.mappings(target)
             if mappings > 0 { pages.setMappings(target, mappings &- 1) }
-            if entry & CorePTE.rw != 0 { pages.setTypeCount(target, pages.typeCount(target) &- 1) }
+            // An underflow (bookkeeping gone wrong) is skipped, as the host skips it.
+            let count = pages.typeCount(target)
+            if entry & CorePTE.rw != 0 && count > 0 { pages.setTypeCount(target, count &- 1) }
         } else {
             pages.setTypeCount(target, pages.typeCount(target) &- 1)
         }
+    }
+
+    // MARK: Pins
+
+    /// MMUEXT_PIN_L1_TABLE of `frame`. A frame already an L1 in use just gains the
+    /// reference; one without a type reference becomes an L1 and each entry is
+    /// validated and takes its references, as the host's `getPageType` with
+    /// `validateTable` does. Returns false (nothing changed) when the host must do it;
+    /// `flush` is set when the frame was writable before (a stale writable TLB entry
+    /// must go). Called with the core lock held.
+    func pinL1(_ frame: UInt64, flush: inout Bool) -> Bool {
+        guard frame < ramFrames, !pages.pinned(frame) else { return false }
+        let count = pages.typeCount(frame)
+        if count > 0 {
+            guard pages.type(frame) == PageTypeCode.l1, count < UInt32.max &- 1 else { return false }
+            pages.setTypeCount(frame, count &+ 1)
+            pages.setPinned(frame, true)
+            return true
+        }
+        let base = frame << 12
+        // Every entry must be one the core may install; none may map the table itself
+        // writable (it is about to be an L1: the host's type conflict); and no count may
+        // come near its limit however many entries share a target.
+        var index: UInt64 = 0
+        while index < 512 {
+            let entry = ram.u64(base &+ index &* 8)
+            guard canAcquire(entry, level: 1) else { return false }
+            if entry & CorePTE.present != 0 {
+                let target = CorePTE.frame(entry)
+                if entry & CorePTE.rw != 0 && (target == frame || pages.typeCount(target) > UInt32.max &- 1024) { return false }
+                if pages.mappings(target) > UInt32.max &- 1024 { return false }
+            }
+            index &+= 1
+        }
+        flush = pages.type(frame) == PageTypeCode.writable
+        pages.setType(frame, PageTypeCode.l1)
+        pages.setTypeCount(frame, 1)
+        pages.setPinned(frame, true)
+        index = 0
+        while index < 512 {
+            let address = base &+ index &* 8
+            let entry = ram.u64(address)
+            acquire(entry, level: 1)
+            let adjusted = CorePTE.adjust(entry, level: 1)
+            if adjusted != entry { ram.setU64(address, adjusted) }
+            index &+= 1
+        }
+        return true
+    }
+
+    /// MMUEXT_UNPIN_TABLE of `frame`: a pinned table keeping another reference just
+    /// loses the pin's; a pinned L1 losing its last reference also drops its entries'
+    /// references (the host's `putPageType` with `devalidateTable`). Upper tables whose
+    /// last reference goes are the host's. Returns false (nothing changed) when the
+    /// host must do it. Called with the core lock held.
+    func unpin(_ frame: UInt64) -> Bool {
+        guard frame < ramFrames, pages.pinned(frame) else { return false }
+        let count = pages.typeCount(frame)
+        guard count > 0 else { return false }   // an underflow: the host reports it
+        if count == 1 {
+            guard pages.type(frame) == PageTypeCode.l1 else { return false }
+            let base = frame << 12
+            var index: UInt64 = 0
+            while index < 512 {
+                release(ram.u64(base &+ index &* 8), level: 1)
+                index &+= 1
+            }
+        }
+        pages.setPinned(frame, false)
+        pages.setTypeCount(frame, count &- 1)
+        return true
     }
 
     // MARK: Base pointers
