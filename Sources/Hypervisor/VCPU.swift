@@ -26,19 +26,24 @@ public struct PendingMachineWork: Sendable, Equatable {
     public var invalidations: [UInt64] = []
     /// Flush the whole (non-global) TLB.
     public var flushAll = false
+    /// Flush the other vCPUs' TLBs too: a frame that was writable became a page table
+    /// or descriptor page, and another vCPU may still hold a writable translation
+    /// (Xen flushes every CPU that may, in `_get_page_type`). `VCPU.addWork` passes it on.
+    public var flushOtherVCPUs = false
 
     public init() {}
-    public var isEmpty: Bool { pageTableStores.isEmpty && invalidations.isEmpty && !flushAll }
+    public var isEmpty: Bool { pageTableStores.isEmpty && invalidations.isEmpty && !flushAll && !flushOtherVCPUs }
 
     /// Adds `other`'s work to this.
     public mutating func merge(_ other: PendingMachineWork) {
         pageTableStores += other.pageTableStores
         invalidations += other.invalidations
         flushAll = flushAll || other.flushAll
+        flushOtherVCPUs = flushOtherVCPUs || other.flushOtherVCPUs
     }
 
     public static func == (lhs: Self, rhs: Self) -> Bool {
-        lhs.flushAll == rhs.flushAll && lhs.invalidations == rhs.invalidations
+        lhs.flushAll == rhs.flushAll && lhs.flushOtherVCPUs == rhs.flushOtherVCPUs && lhs.invalidations == rhs.invalidations
             && lhs.pageTableStores.map(\.0) == rhs.pageTableStores.map(\.0)
             && lhs.pageTableStores.map(\.1) == rhs.pageTableStores.map(\.1)
     }
@@ -220,6 +225,23 @@ public final class VCPU: @unchecked Sendable {
         self.onlineFlag = Atomic(id == 0)
         self.initialised = id == 0
         self.vcpuInfoRaw = Atomic(sharedInfo.rawValue + UInt64(SharedInfoLayout.vcpuInfo(min(id, 31))))
+    }
+
+    /// Adds work for the machine before this vCPU runs again; a flush of the other
+    /// vCPUs is asked of them at once (each flushes before it next runs guest code).
+    public func addWork(_ work: PendingMachineWork) {
+        var work = work
+        if work.flushOtherVCPUs {
+            work.flushOtherVCPUs = false
+            for other in domain.vcpus where other !== self { other.requestRemoteFlush() }
+        }
+        pendingWork.merge(work)
+    }
+
+    /// Asks this vCPU, from another, to flush its TLB before it next runs guest code.
+    public func requestRemoteFlush() {
+        remoteFlush.store(true, ordering: .releasing)
+        wake()
     }
 
     /// Kicks or wakes this vCPU so it notices new events or timers.

@@ -144,7 +144,7 @@ public enum Core {
             regs.setU64(UInt64(CoreLayout.savedRAX), 0)
             return CoreLayout.resultHandled
         }
-        return extendedOps(regs, vcpu, view: view, mmu: mmu, lock: lock, tag: tag, list: list, count: count, cr3: cr3)
+        return extendedOps(regs, vcpu, header, view: view, mmu: mmu, lock: lock, tag: tag, list: list, count: count, cr3: cr3)
     }
 
     /// update_va_mapping(va, val, flags) with a local flush or none: the L1 entry that
@@ -206,7 +206,7 @@ public enum Core {
 
     /// mmuext_op with one or two of NEW_BASEPTR, NEW_USER_BASEPTR, TLB_FLUSH_LOCAL and
     /// INVLPG_LOCAL (Linux's switch_mm issues the two base pointers together).
-    private static func extendedOps(_ regs: Words, _ vcpu: Words, view: GuestView, mmu: FastMMU, lock: CoreLock,
+    private static func extendedOps(_ regs: Words, _ vcpu: Words, _ header: Words, view: GuestView, mmu: FastMMU, lock: CoreLock,
                                     tag: UInt64, list: UInt64, count: UInt64, cr3: UInt64) -> UInt64 {
         guard count >= 1 && count <= 2 else { return CoreLayout.resultDeferred }
         // struct mmuext_op: cmd (u32, padded), arg1 (u64), arg2 (u64).
@@ -216,7 +216,8 @@ public enum Core {
         if count == 1 && (command0 & 0xffff_ffff == pinL1Table || command0 & 0xffff_ffff == unpinTable) {
             guard lock.acquire(tag: tag) else { return CoreLayout.resultDeferred }
             var flush = false
-            let done = command0 & 0xffff_ffff == pinL1Table ? mmu.pinL1(argument0, flush: &flush) : mmu.unpin(argument0)
+            let onlyVCPU = header.u64(UInt64(CoreLayout.headerVCPUCount)) == 1
+            let done = command0 & 0xffff_ffff == pinL1Table ? mmu.pinL1(argument0, onlyVCPU: onlyVCPU, flush: &flush) : mmu.unpin(argument0)
             lock.release(tag: tag)
             guard done else { return CoreLayout.resultDeferred }
             if flush { requestFlush(vcpu) }

@@ -138,8 +138,9 @@ struct FastMMU {
     /// validated and takes its references, as the host's `getPageType` with
     /// `validateTable` does. Returns false (nothing changed) when the host must do it;
     /// `flush` is set when the frame was writable before (a stale writable TLB entry
-    /// must go). Called with the core lock held.
-    func pinL1(_ frame: UInt64, flush: inout Bool) -> Bool {
+    /// must go). That flush is the host's when other vCPUs (`onlyVCPU` false) may hold
+    /// such an entry: the core reaches only its own TLB. Called with the core lock held.
+    func pinL1(_ frame: UInt64, onlyVCPU: Bool, flush: inout Bool) -> Bool {
         guard frame < ramFrames, !pages.pinned(frame) else { return false }
         let count = pages.typeCount(frame)
         if count > 0 {
@@ -164,6 +165,7 @@ struct FastMMU {
             index &+= 1
         }
         flush = pages.type(frame) == PageTypeCode.writable
+        if flush && !onlyVCPU { return false }
         pages.setType(frame, PageTypeCode.l1)
         pages.setTypeCount(frame, 1)
         pages.setPinned(frame, true)

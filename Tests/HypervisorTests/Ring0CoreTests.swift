@@ -17,8 +17,8 @@ struct CoreHarness {
     /// The registers ring0/entry.S saves (15 registers, then the interrupt frame).
     let registers: UnsafeMutableRawPointer
 
-    init(cpuid: CPUIDPolicy = CPUIDPolicy(hostLeaves: [])) throws {
-        test = try TestDomain(cpuid: cpuid)
+    init(vcpus: Int = 2, cpuid: CPUIDPolicy = CPUIDPolicy(hostLeaves: [])) throws {
+        test = try TestDomain(vcpus: vcpus, cpuid: cpuid)
         registers = UnsafeMutableRawPointer.allocate(byteCount: CoreLayout.savedSS + 8, alignment: 16)
         registers.initializeMemory(as: UInt8.self, repeating: 0, count: CoreLayout.savedSS + 8)
         // The pointers the machine layer writes for the VM's mappings, here the host's.
@@ -334,8 +334,8 @@ struct Ring0CoreTests {
 
     @Test("Linux's page-table batches (make read-only and pin an L1; unpin and make writable) complete in the VM as on the host")
     func pinBatches() throws {
-        let reference = try TestDomain()
-        let harness = try CoreHarness()
+        let reference = try TestDomain(vcpus: 1)
+        let harness = try CoreHarness(vcpus: 1)
         let test = harness.test
         for domain in [reference, test] {
             try prepare(domain)
@@ -379,6 +379,37 @@ struct Ring0CoreTests {
         #expect(try MMUState(test) == before)
         test.call(.mmuextOp, single[0], single[1], single[2], single[3])
         #expect(test.result == -Int64(XenError.EINVAL.rawValue))
+    }
+
+    @Test("An L1 pin that must flush other vCPUs' TLBs is the host's, which asks them")
+    func pinFlushesOtherVCPUs() throws {
+        let harness = try CoreHarness(vcpus: 2)
+        let test = harness.test
+        try prepare(test)
+        // Frame 204 mapped writable (a fresh page), then read-only: a writable
+        // translation may linger in any vCPU's TLB.
+        #expect(try test.setEntry(TestDomain.l1Entry(mapping: 204), entry(204, rwLeaf)) == 0)
+        #expect(try test.setEntry(TestDomain.l1Entry(mapping: 204), entry(204, roLeaf)) == 0)
+        test.vcpu.pendingWork = PendingMachineWork()
+        let single = [TestDomain.mmuList, 1, 0, UInt64(DomainID.`self`)]
+        try test.write(MMUExtOp(cmd: MMUExtCommand.pinL1Table, arg1: 204).encode(), at: TestDomain.mmuList)
+        let before = try MMUState(test)
+        #expect(try harness.core(Hypercall.mmuextOp.rawValue, single) == nil)
+        #expect(try MMUState(test) == before)
+        test.call(.mmuextOp, single[0], single[1], single[2], single[3])
+        #expect(test.result == 0)
+        #expect(test.vcpu.pendingWork.flushAll)
+        let asked = test.domain.vcpus[1].remoteFlush.load(ordering: .acquiring)
+        #expect(asked)
+        // Pinning a frame never writable asks no one.
+        test.domain.vcpus[1].remoteFlush.store(false, ordering: .releasing)
+        test.vcpu.pendingWork = PendingMachineWork()
+        try test.write(MMUExtOp(cmd: MMUExtCommand.unpinTable, arg1: 204).encode(), at: TestDomain.mmuList)
+        #expect(try harness.core(Hypercall.mmuextOp.rawValue, single) == 0)
+        try test.write(MMUExtOp(cmd: MMUExtCommand.pinL1Table, arg1: 204).encode(), at: TestDomain.mmuList)
+        #expect(try harness.core(Hypercall.mmuextOp.rawValue, single) == 0, "an L1 again: no flush, so the core's")
+        let askedAgain = test.domain.vcpus[1].remoteFlush.load(ordering: .acquiring)
+        #expect(!askedAgain)
     }
 
     @Test("A base-pointer switch asks for the new CR3; flushes and invlpg are requested as asked")

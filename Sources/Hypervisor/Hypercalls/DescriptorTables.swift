@@ -33,7 +33,7 @@ enum DescriptorTables {
                                         _ call: HypercallInvocation) throws(XenError) {
         let domain = call.domain
         var work = PendingMachineWork()
-        defer { call.vcpu.pendingWork.merge(work) }
+        defer { call.vcpu.addWork(work) }
         try domain.state.withLock { state throws(XenError) in
             var taken: [FrameNumber] = []
             for frame in frames {
@@ -96,7 +96,7 @@ enum DescriptorTables {
                 state.putPageType(frame, domain.mmuEnvironment, &work)
             }
         }
-        call.vcpu.pendingWork.merge(work)
+        call.vcpu.addWork(work)
         for vcpu in domain.vcpus where vcpu.gdtFrames.contains(frame) {
             vcpu.gdtChanged.store(true, ordering: .releasing)
             if vcpu !== call.vcpu { vcpu.wake() }

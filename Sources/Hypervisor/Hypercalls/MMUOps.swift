@@ -104,8 +104,7 @@ enum MMUOps {
             if vcpu === call.vcpu {
                 if type == UVMF.invlpg { vcpu.pendingWork.invalidations.append(address) } else { vcpu.pendingWork.flushAll = true }
             } else {
-                vcpu.remoteFlush.store(true, ordering: .releasing)
-                vcpu.wake()
+                vcpu.requestRemoteFlush()
             }
         }
     }
@@ -128,7 +127,7 @@ enum MMUOps {
         let vcpu = call.vcpu
         let frame = FrameNumber(op.arg1)
         var work = PendingMachineWork()
-        defer { vcpu.pendingWork.merge(work) }
+        defer { vcpu.addWork(work) }
         let env = domain.mmuEnvironment
         switch op.cmd {
         case MMUExtCommand.pinL1Table, MMUExtCommand.pinL2Table, MMUExtCommand.pinL3Table, MMUExtCommand.pinL4Table:
@@ -204,7 +203,7 @@ enum MMUOps {
         let domain = call.domain
         guard domain.layout.isRAM(frame), let base = frame.address else { throw .EINVAL }
         var work = PendingMachineWork()
-        defer { call.vcpu.pendingWork.merge(work) }
+        defer { call.vcpu.addWork(work) }
         try domain.state.withLock { state throws(XenError) in
             try state.getPageType(frame, .writable, domain.mmuEnvironment, &work)
             defer { state.putPageType(frame, domain.mmuEnvironment, &work) }

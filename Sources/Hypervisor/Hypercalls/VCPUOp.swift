@@ -92,7 +92,7 @@ enum VCPUOps {
         try domain.state.withLock { state throws(XenError) in
             try state.getPageType(frame, .writable, domain.mmuEnvironment, &work)
         }
-        call.vcpu.pendingWork.merge(work)
+        call.vcpu.addWork(work)
         let newAddress = GuestPhysicalAddress(base.rawValue + UInt64(request.offset))
         do {
             let current = try domain.memory.readBytes(at: vcpu.vcpuInfoAddress, count: VCPUInfoLayout.size)

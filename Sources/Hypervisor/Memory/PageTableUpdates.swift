@@ -23,7 +23,7 @@ enum PageTableUpdates {
         let frame = address.frame
         guard domain.layout.isRAM(frame), address.rawValue % 8 == 0 else { throw .EINVAL }
         var work = PendingMachineWork()
-        defer { vcpu.pendingWork.merge(work) }
+        defer { vcpu.addWork(work) }
         return try domain.state.withLock { state throws(XenError) -> UInt64 in
             let env = domain.mmuEnvironment
             let info = state.pages[frame] ?? PageInfo()

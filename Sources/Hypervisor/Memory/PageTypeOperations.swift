@@ -29,8 +29,12 @@ extension DomainState {
             return
         }
         // First reference: the type may change. A frame that was writable may still be
-        // writable in some TLB; flush before it becomes a table or descriptor page.
-        if info.type == .writable && type != .writable { work.flushAll = true }
+        // writable in some TLB, this vCPU's or another's; flush before it becomes a
+        // table or descriptor page.
+        if info.type == .writable && type != .writable {
+            work.flushAll = true
+            work.flushOtherVCPUs = true
+        }
         pages.update(frame) { $0.type = type; $0.typeCount = 1 }
         do {
             if let level = type.level {
