@@ -216,12 +216,12 @@ public enum DomainBuilder {
         }
         // The p2m list: identity, since a domain's machine frames are its VM's frames.
         let list = plan.separateP2M ?? plan.mappedP2M ?? 0..<0
-        var bytes = [UInt8](repeating: 0, count: Int(nrPages) * 8)
-        for pfn in 0..<Int(nrPages) {
-            let value = UInt64(pfn)
-            for shift in 0..<8 { bytes[pfn * 8 + shift] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(shift))) }
+        let entries = (0..<nrPages).map { UInt64(littleEndian: $0) }
+        let failure = entries.withUnsafeBytes { bytes -> GuestMemoryError? in
+            do throws(GuestMemoryError) { try memory.writeBytes(bytes, at: GuestPhysicalAddress(list.lowerBound * pageSize)) } catch { return error }
+            return nil
         }
-        try memory.writeBytes(bytes, at: GuestPhysicalAddress(list.lowerBound * pageSize))
+        if let failure { throw failure }
     }
 
     /// Writes the initial page tables: [virt_base, mapped end) with 4 KiB pages, plus the
