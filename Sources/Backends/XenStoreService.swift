@@ -228,8 +228,11 @@ public final class XenStoreService: Sendable {
                                  ("console/type", "xenconsoled"), ("console/limit", "1048576")] {
                 merge(try store.write("\(home)/\(key)", string: value))
             }
+            // Every vCPU the domain has is available, as xl marks vcpus= (the daemon
+            // rewrites these for maxvcpus). A vCPU the guest has not brought up yet is
+            // still available: "offline" would make Linux's xen-cpu-hotplug unplug it.
             for vcpu in 0..<domain.vcpus.count {
-                merge(try store.write("\(home)/cpu/\(vcpu)/availability", string: vcpu == 0 || domain.vcpus[vcpu].online ? "online" : "offline"))
+                merge(try store.write("\(home)/cpu/\(vcpu)/availability", string: "online"))
             }
             for directory in ["device", "control", "data", "drivers", "feature", "attr", "error"] {
                 merge(try store.mkdir("\(home)/\(directory)"))

@@ -169,6 +169,11 @@ public final class VCPU: @unchecked Sendable {
     /// Whether the guest gave this vCPU an initial context (VCPUOP_initialise); vCPU 0
     /// starts with the domain builder's.
     public var initialised: Bool
+    /// Taken by the one VCPUOP_initialise that may set this vCPU's context.
+    let initialisationClaim: Atomic<Bool>
+    /// The context VCPUOP_initialise gave, for the machine layer to load when the vCPU
+    /// first runs (`takeStartContext`).
+    public var startContext: GuestContext?
 
     /// Per-vCPU counters: hypercalls by number, exits by kind.
     public var hypercallCounts = [UInt64](repeating: 0, count: 64)
@@ -224,6 +229,7 @@ public final class VCPU: @unchecked Sendable {
         self.domain = domain
         self.onlineFlag = Atomic(id == 0)
         self.initialised = id == 0
+        self.initialisationClaim = Atomic(id == 0)
         self.vcpuInfoRaw = Atomic(sharedInfo.rawValue + UInt64(SharedInfoLayout.vcpuInfo(min(id, 31))))
     }
 

@@ -180,9 +180,14 @@ public final class DomainMachine: @unchecked Sendable {
         for runner in runners { runner.wakeup.wake() }
     }
 
-    /// The crash report of the first vCPU that saw the domain crash, if any.
+    /// The crash report of the vCPU the crash reason names ("d1v1: triple fault"), else
+    /// of the first vCPU that saw the domain crash, if any.
     public var crashReport: String? {
-        runners.lazy.compactMap { $0.crashReport }.first
+        if case let .crashed(reason) = domain.lifecycle.withLock({ $0 }),
+           let own = runners.first(where: { reason.hasPrefix("\($0.vcpu.name):") })?.crashReport {
+            return own
+        }
+        return runners.lazy.compactMap { $0.crashReport }.first
     }
 
     /// The guest RIP samples of every vCPU, in time order (empty unless sampling was

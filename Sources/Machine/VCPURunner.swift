@@ -67,6 +67,11 @@ final class VCPURunner: @unchecked Sendable {
                 wakeup.wait(until: nil, now: domain.clock.monotonicNanoseconds())
                 continue
             }
+            if let start = vcpu.startContext {
+                vcpu.startContext = nil
+                startFrom(start)
+                if domain.isFinished { break }
+            }
             wakeup.inGuest.store(true, ordering: .sequentiallyConsistent)
             if atGuestLevel() && needsAttention() { enterKickStub() }
             armTimer()   // after the kick: a kick put off asks for a retry
@@ -219,6 +224,30 @@ final class VCPURunner: @unchecked Sendable {
         }
         vcpu.count(event: "upcall written at a signal exit (no kick)")
         return true
+    }
+
+    /// A secondary vCPU's first entry, from the context VCPUOP_initialise gave: the vCPU
+    /// still sits where `DomainMachine.configure` put it (ring 3, the flat selectors),
+    /// so the context's registers, page table and segment bases are loaded as they are.
+    private func startFrom(_ initial: GuestContext) {
+        var context = initial
+        prepareResume(&context)
+        lastResumed = context
+        // Not yet run: kvm_run's register copy is not valid, so ask KVM.
+        guard var sregs = try? cpu.getSpecialRegisters() else {
+            crash("cannot read the special registers of a vCPU about to start")
+            return
+        }
+        if let table = vcpu.activeTable?.address?.rawValue { sregs.cr3 = table }
+        sregs.fs.base = context.fsBase
+        sregs.gs.base = context.gsBase
+        cpu.specialRegisters = sregs
+        var regs = generalRegisters(context)
+        regs.rsp = context.rsp
+        regs.rip = context.rip
+        regs.rflags = (context.rflags & ~RFlags.iopl) | RFlags.interrupt | RFlags.fixed
+        cpu.registers = regs
+        domain.log.log(.debug, "\(vcpu.name): starts at \(hex(context.rip))")
     }
 
     /// At most this many samples are kept per vCPU (an hour at one a millisecond).

@@ -240,6 +240,87 @@ struct VCPUOpTests {
         #expect(!test.vcpu.online)
     }
 
+    /// A vcpu_guest_context as Linux's cpu_initialize_context fills it.
+    static func linuxContext(rip: UInt64 = TestDomain.va(TestDomain.codePFN) + 0x40, gdtFrame: UInt64 = 300) -> [UInt8] {
+        var writer = ByteWriter(size: VCPUGuestContext.size)
+        writer.set(VCPUGuestContext.inKernel, at: 512)
+        writer.set(UInt64(0x1234), at: 520 + 112)                       // rdi
+        writer.set(rip, at: 520 + 128)
+        writer.set(UInt64(0x1000), at: 520 + 144)                      // rflags: IOPL 1
+        writer.set(TestDomain.va(TestDomain.stackTopPFN) - 64, at: 520 + 152)   // rsp
+        let trap = TrapInfo(vector: 14, flags: 0, cs: 0x10, address: TestDomain.va(TestDomain.codePFN) + 0x80)
+        for (offset, byte) in trap.encode().enumerated() { writer.set(byte, at: 720 + 14 * TrapInfo.size + offset) }
+        writer.set(gdtFrame, at: 4832)
+        writer.set(UInt64(16), at: 4960)                               // gdt_ents
+        writer.set(UInt64(0x18), at: 4968)                             // kernel_ss
+        writer.set(TestDomain.va(TestDomain.stackTopPFN), at: 4976)    // kernel_sp
+        writer.set(TestDomain.l4Frame.rawValue << 12, at: 4984 + 3 * 8) // ctrlreg[3]
+        writer.set(TestDomain.va(TestDomain.codePFN) + 0x100, at: 5112) // event callback
+        writer.set(TestDomain.va(TestDomain.codePFN) + 0x140, at: 5120) // failsafe callback
+        writer.set(UInt64(0xffff_8880_0000_0000), at: 5152)            // gs_base_kernel
+        return writer.bytes
+    }
+
+    @Test("VCPUOP_initialise gives vCPU 1 Linux's context: page table, GDT, traps, callbacks, stack, GS base; then VCPUOP_up")
+    func initialise() throws {
+        let test = try TestDomain(vcpus: 2)
+        for (index, value) in [2: DescriptorTableTests.kernelCode, 3: DescriptorTableTests.kernelData] {
+            try test.memory.write(value, at: GuestPhysicalAddress(300 * 4096 + UInt64(index) * 8))
+        }
+        let address = TestDomain.buffer + 0x2000
+        let target = test.domain.vcpus[1]
+        let l4Before = test.pageInfo(TestDomain.l4Frame.rawValue).typeCount
+
+        // What is refused changes nothing.
+        var bad = Self.linuxContext(rip: 1 << 47)
+        try test.write(bad, at: address)
+        test.call(.vcpuOp, VCPUOp.initialise, 1, address)
+        #expect(test.result == TestDomain.error(.EINVAL))
+        bad = Self.linuxContext()
+        bad[4984 + 25] = 0; bad[4984 + 26] = 0x01   // ctrlreg[3] 0x10000: frame 16, a data page, not an L4
+        try test.write(bad, at: address)
+        test.call(.vcpuOp, VCPUOp.initialise, 1, address)
+        #expect(test.result == TestDomain.error(.EINVAL))
+        bad = Self.linuxContext()
+        bad[512] |= UInt8(VCPUGuestContext.fpuValid)
+        try test.write(bad, at: address)
+        test.call(.vcpuOp, VCPUOp.initialise, 1, address)
+        #expect(test.result == TestDomain.error(.ENOSYS))
+        #expect(!target.initialised && target.startContext == nil)
+        #expect(test.pageInfo(TestDomain.l4Frame.rawValue).typeCount == l4Before)
+        #expect(test.pageInfo(300).typeCount == 0)
+        test.call(.vcpuOp, VCPUOp.up, 1, 0)
+        #expect(test.result == TestDomain.error(.EINVAL), "not initialised: cannot come up")
+
+        try test.write(Self.linuxContext(), at: address)
+        test.call(.vcpuOp, VCPUOp.initialise, 1, address)
+        #expect(test.result == 0)
+        #expect(target.initialised && target.mode == .kernel)
+        #expect(target.kernelTable == TestDomain.l4Frame && target.userTable == nil)
+        #expect(test.pageInfo(TestDomain.l4Frame.rawValue).typeCount == l4Before + 1)
+        #expect(target.gdtFrames == [FrameNumber(300)] && target.gdtEntries == 16)
+        #expect(test.pageInfo(300) == PageInfo(type: .segmentDescriptor, typeCount: 1, pinned: false, mappings: 0))
+        #expect(target.trapTable[14]?.address == TestDomain.va(TestDomain.codePFN) + 0x80 && target.trapTable[14]?.cs == 0x13)
+        #expect(target.callbacks[.event]?.address == TestDomain.va(TestDomain.codePFN) + 0x100)
+        #expect(target.callbacks[.failsafe]?.masksEvents == false)
+        #expect(target.kernelSS == 0x1b && target.kernelSP == TestDomain.va(TestDomain.stackTopPFN))
+        #expect(target.virtualIOPL == 1)
+        let start = try #require(target.startContext)
+        #expect(start.rip == TestDomain.va(TestDomain.codePFN) + 0x40 && start.rdi == 0x1234)
+        #expect(start.rsp == TestDomain.va(TestDomain.stackTopPFN) - 64)
+        #expect(start.rflags & RFlags.iopl == 0 && start.rflags & RFlags.interrupt != 0)
+        #expect(start.gsBase == 0xffff_8880_0000_0000 && start.cs == FlatSelector.kernelCS64)
+
+        // Once is all: a second initialisation is -EEXIST, and vCPU 0 has its context.
+        test.call(.vcpuOp, VCPUOp.initialise, 1, address)
+        #expect(test.result == TestDomain.error(.EEXIST))
+        test.call(.vcpuOp, VCPUOp.initialise, 0, address)
+        #expect(test.result == TestDomain.error(.EEXIST))
+        test.call(.vcpuOp, VCPUOp.up, 1, 0)
+        #expect(test.result == 0 && target.online)
+        try test.checkPageBookkeeping()
+    }
+
     @Test("VCPUOP_up of a vCPU never initialised is -EINVAL; of vCPU 0 it brings it back")
     func up() throws {
         let test = try TestDomain()
@@ -249,7 +330,7 @@ struct VCPUOpTests {
     }
 
     @Test("Unimplemented vcpu_op commands are -ENOSYS", arguments: [
-        VCPUOp.initialise, VCPUOp.sendNMI, VCPUOp.getPhysid, VCPUOp.registerVCPUTimePhysArea, 99,
+        VCPUOp.sendNMI, VCPUOp.getPhysid, VCPUOp.registerVCPUTimePhysArea, 99,
     ])
     func unknown(command: UInt64) throws {
         let test = try TestDomain()

@@ -34,17 +34,23 @@ fi
 KERNEL=$(sed -n 's/^kernel=//p' <<<"$paths")
 INITRD=$(sed -n 's/^initrd=//p' <<<"$paths")
 
-# run NAME TIMEOUT COMMAND [domus run prefix...]: boots with domus.cmd=COMMAND.
+# run NAME TIMEOUT COMMAND [domus run prefix...]: boots with domus.cmd=COMMAND, with
+# the domus run options in RUN_OPTIONS (an array) too.
+RUN_OPTIONS=()
 run() {
   local name=$1 timeout=$2 command=$3; shift 3
   rc=0
-  timeout $((timeout + 60)) "$@" "$DOMUS" run --kernel "$KERNEL" --initrd "$INITRD" --memory 512 \
+  timeout $((timeout + 60)) "$@" "$DOMUS" run "${RUN_OPTIONS[@]}" --kernel "$KERNEL" --initrd "$INITRD" --memory 512 \
     --cmdline "console=hvc0 quiet domus.modules=none domus.cmd=\"$command\"" --timeout "$timeout" --stats \
     >"$WORK/$name.log" 2>&1 </dev/null || rc=$?
 }
 
 # No backslashes or single quotes: init splits /proc/cmdline with xargs.
 BOOT_COMMAND='echo kernel=$(uname -r); echo hypervisor=$(cat /sys/hypervisor/type); echo cpus=$(nproc); grep MemTotal /proc/meminfo; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; echo loop=$i'
+
+# Two vCPUs: both online in the guest (VCPUOP_initialise, VCPUOP_up, the cpu/N/availability
+# XenStore nodes), four busy workers share them.
+SMP_COMMAND='echo cpus=$(nproc) online=$(cat /sys/devices/system/cpu/online); for n in 1 2 3 4; do (i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo worker=$n) & done; wait; grep ^cpu1 /proc/stat; echo smp-done'
 
 XENSTORE_COMMAND='xenstore-write data/x 17; echo read=$(xenstore-read data/x); xenstore-ls data; xenstore-watch -n 2 data/y > /tmp/w & sleep 1; xenstore-write data/y hello; wait; echo watch=$(cat /tmp/w); echo name=$(xenstore-read name); xenstore-ls /local/domain; echo ls=$?'
 
@@ -123,6 +129,12 @@ if [[ -x scripts/amdv-box ]] && command -v qemu-system-x86_64 >/dev/null; then
   fi
   run_in_box xenstore-in-box "$XENSTORE_COMMAND"
   check_xenstore xenstore-in-box
+  RUN_OPTIONS=(--vcpus 2)
+  run_in_box smp-in-box "$SMP_COMMAND"
+  RUN_OPTIONS=()
+  if ((rc == 0)) && grep -q "cpus=2 online=0-1" "$WORK/smp-in-box.log" && grep -q "smp-done" "$WORK/smp-in-box.log" \
+     && [[ $(grep -c "^worker=" "$WORK/smp-in-box.log") == 4 ]]; then pass smp-in-box
+  else fail smp-in-box "domus run exited $rc; expected both vCPUs online in the guest and its four workers done"; fi
 else
   skip boot-in-box "QEMU (scripts/amdv-box) is not available"
 fi

@@ -23,6 +23,9 @@ enum VCPUOps {
             if vcpu === call.vcpu { return .value(0) }
             vcpu.wake()
             return .value(0)
+        case VCPUOp.initialise:
+            try VCPUInitialise.initialise(vcpu, from: argument, call)
+            return .value(0)
         case VCPUOp.up:
             guard vcpu.initialised else { throw .EINVAL }
             vcpu.online = true
