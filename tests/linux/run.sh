@@ -78,6 +78,13 @@ check_boot() {
   pass "$name"
 }
 
+check_smp() {
+  local name=$1
+  if ((rc == 0)) && grep -q "cpus=2 online=0-1" "$WORK/$name.log" && grep -q "smp-done" "$WORK/$name.log" \
+     && [[ $(grep -c "^worker=" "$WORK/$name.log") == 4 ]]; then pass "$name"
+  else fail "$name" "domus run exited $rc; expected both vCPUs online in the guest and its four workers done"; fi
+}
+
 if [[ -r /dev/kvm && -w /dev/kvm ]]; then
   run boot 240 "$BOOT_COMMAND"
   check_boot boot
@@ -92,11 +99,17 @@ if [[ -r /dev/kvm && -w /dev/kvm ]]; then
 
   run xenstore 240 "$XENSTORE_COMMAND"
   check_xenstore xenstore
+
+  RUN_OPTIONS=(--vcpus 2)
+  run smp 240 "$SMP_COMMAND"
+  RUN_OPTIONS=()
+  check_smp smp
 else
   skip boot "no usable /dev/kvm on this host"
   skip reboot "no usable /dev/kvm on this host"
   skip panic "no usable /dev/kvm on this host"
   skip xenstore "no usable /dev/kvm on this host"
+  skip smp "no usable /dev/kvm on this host"
 fi
 
 # run_in_box NAME COMMAND: `run` inside the box. A boot that stalls until its timeout
@@ -132,9 +145,7 @@ if [[ -x scripts/amdv-box ]] && command -v qemu-system-x86_64 >/dev/null; then
   RUN_OPTIONS=(--vcpus 2)
   run_in_box smp-in-box "$SMP_COMMAND"
   RUN_OPTIONS=()
-  if ((rc == 0)) && grep -q "cpus=2 online=0-1" "$WORK/smp-in-box.log" && grep -q "smp-done" "$WORK/smp-in-box.log" \
-     && [[ $(grep -c "^worker=" "$WORK/smp-in-box.log") == 4 ]]; then pass smp-in-box
-  else fail smp-in-box "domus run exited $rc; expected both vCPUs online in the guest and its four workers done"; fi
+  check_smp smp-in-box
 else
   skip boot-in-box "QEMU (scripts/amdv-box) is not available"
 fi
