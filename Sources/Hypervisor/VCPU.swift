@@ -234,21 +234,42 @@ public final class VCPU: @unchecked Sendable {
     }
 
     /// Adds work for the machine before this vCPU runs again; a flush of the other
-    /// vCPUs is asked of them at once (each flushes before it next runs guest code).
+    /// vCPUs is asked of them at once (`flushRemotely`).
     public func addWork(_ work: PendingMachineWork) {
         var work = work
         if work.flushOtherVCPUs {
             work.flushOtherVCPUs = false
-            for other in domain.vcpus where other !== self { other.requestRemoteFlush() }
+            flushRemotely(domain.vcpus.filter { $0 !== self })
         }
         pendingWork.merge(work)
     }
 
-    /// Asks this vCPU, from another, to flush its TLB before it next runs guest code.
-    public func requestRemoteFlush() {
-        remoteFlush.store(true, ordering: .releasing)
-        wake()
+    /// Asks `targets` (other vCPUs of the domain) to flush their TLBs, kicking those in
+    /// the guest. This vCPU does not run guest code again until each has done so or is
+    /// not running guest code (`awaitedFlushes`), as Xen's flush IPIs are waited for.
+    public func flushRemotely(_ targets: [VCPU]) {
+        for target in targets where target !== self {
+            target.remoteFlush.store(true, ordering: .sequentiallyConsistent)
+            target.wake()
+            if !awaitedFlushes.contains(where: { $0 === target }) { awaitedFlushes.append(target) }
+        }
     }
+
+    /// vCPUs this one asked to flush (`flushRemotely`) and must wait for.
+    public var awaitedFlushes: [VCPU] = []
+
+    /// Whether a flush asked of this vCPU is done as far as others must wait: it took
+    /// the request (it flushes before its next guest instruction), or it runs no guest
+    /// code now (blocked, down) and will take it before it does.
+    public var remoteFlushSettled: Bool {
+        !remoteFlush.load(ordering: .sequentiallyConsistent) || blocked.load(ordering: .sequentiallyConsistent)
+            || waitingForFlushes.load(ordering: .sequentiallyConsistent) || !online
+    }
+
+    /// Set while this vCPU waits for others to take its flushes: it runs no guest code
+    /// then, and takes flushes asked of it right after (two vCPUs flushing each other
+    /// do not wait for each other).
+    public let waitingForFlushes = Atomic<Bool>(false)
 
     /// Kicks or wakes this vCPU so it notices new events or timers.
     public func wake() {

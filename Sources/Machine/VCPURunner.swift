@@ -226,6 +226,34 @@ final class VCPURunner: @unchecked Sendable {
         return true
     }
 
+    /// Longest wait for other vCPUs to take a flush this one asked of them.
+    static let remoteFlushWait: UInt64 = 500_000_000
+
+    /// Waits until the vCPUs this one asked to flush have taken the request (or run no
+    /// guest code), before this one runs guest code again (first thing before every
+    /// resume, ahead of taking the flushes asked of this one). Bounded: a vCPU that does
+    /// not answer in time is logged, and the wait given up (it still flushes before it
+    /// next runs guest code).
+    private func waitForRemoteFlushes() {
+        guard !vcpu.awaitedFlushes.isEmpty else { return }
+        let start = HostTime.monotonic()
+        var waited = false
+        vcpu.waitingForFlushes.store(true, ordering: .sequentiallyConsistent)
+        defer { vcpu.waitingForFlushes.store(false, ordering: .sequentiallyConsistent) }
+        for target in vcpu.awaitedFlushes {
+            while !target.remoteFlushSettled && !domain.isFinished {
+                if HostTime.monotonic() &- start > Self.remoteFlushWait {
+                    domain.log.log(.warning, "\(vcpu.name): \(target.name) did not take a TLB flush within \(Self.remoteFlushWait / 1_000_000) ms; going on")
+                    break
+                }
+                waited = true
+                usleep(20)
+            }
+        }
+        vcpu.awaitedFlushes.removeAll()
+        if waited { vcpu.count(event: "waited for other vCPUs to take a TLB flush") }
+    }
+
     /// A secondary vCPU's first entry, from the context VCPUOP_initialise gave: the vCPU
     /// still sits where `DomainMachine.configure` put it (ring 3, the flat selectors),
     /// so the context's registers, page table and segment bases are loaded as they are.
@@ -531,6 +559,7 @@ final class VCPURunner: @unchecked Sendable {
 
     /// Timers, remote flushes, GDT changes and event upcalls, before the guest runs.
     private func prepareResume(_ context: inout GuestContext) {
+        waitForRemoteFlushes()
         checkTimers()
         if vcpu.remoteFlush.exchange(false, ordering: .acquiringAndReleasing) { vcpu.pendingWork.flushAll = true }
         if vcpu.gdtChanged.exchange(false, ordering: .acquiringAndReleasing) { loadGDT() }

@@ -382,6 +382,31 @@ struct MMUExtOpTests {
         #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.tlbFlushMulti, arg2: TestDomain.unmapped)]).result == TestDomain.error(.EFAULT))
     }
 
+    @Test("A remote flush is waited for until the target takes it or runs no guest code")
+    func remoteFlushWaits() throws {
+        let test = try TestDomain(vcpus: 3)
+        let mask = TestDomain.buffer + 0x100
+        try test.write(UInt64(0b110), at: mask)
+        #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.tlbFlushMulti, arg2: mask)]).result == 0)
+        let (one, two) = (test.domain.vcpus[1], test.domain.vcpus[2])
+        #expect(test.vcpu.awaitedFlushes.map(\.id) == [1, 2])
+        // Asked twice, waited for once.
+        #expect(try test.mmuext([MMUExtOp(cmd: MMUExtCommand.tlbFlushMulti, arg2: mask)]).result == 0)
+        #expect(test.vcpu.awaitedFlushes.map(\.id) == [1, 2])
+        // Down: nothing to wait for. Up and running guest code: wait until it takes it.
+        #expect(one.remoteFlushSettled)
+        one.online = true
+        two.online = true
+        #expect(!one.remoteFlushSettled && !two.remoteFlushSettled)
+        one.remoteFlush.store(false, ordering: .releasing)   // what its resume does
+        #expect(one.remoteFlushSettled)
+        two.blocked.store(true, ordering: .releasing)
+        #expect(two.remoteFlushSettled)
+        two.blocked.store(false, ordering: .releasing)
+        two.waitingForFlushes.store(true, ordering: .releasing)
+        #expect(two.remoteFlushSettled, "a vCPU waiting for its own flushes takes this one before it runs guest code")
+    }
+
     @Test("CLEAR_PAGE zeroes a writable frame; COPY_PAGE copies one")
     func clearAndCopy() throws {
         let test = try TestDomain()

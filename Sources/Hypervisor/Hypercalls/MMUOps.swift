@@ -100,13 +100,10 @@ enum MMUOps {
             let bits = mask.enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
             targets = call.domain.vcpus.filter { $0.id < 64 && bits & (1 << UInt64($0.id)) != 0 }
         }
-        for vcpu in targets {
-            if vcpu === call.vcpu {
-                if type == UVMF.invlpg { vcpu.pendingWork.invalidations.append(address) } else { vcpu.pendingWork.flushAll = true }
-            } else {
-                vcpu.requestRemoteFlush()
-            }
+        for vcpu in targets where vcpu === call.vcpu {
+            if type == UVMF.invlpg { vcpu.pendingWork.invalidations.append(address) } else { vcpu.pendingWork.flushAll = true }
         }
+        call.vcpu.flushRemotely(targets.filter { $0 !== call.vcpu })
     }
 
     // MARK: mmuext_op
