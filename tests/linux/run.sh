@@ -49,8 +49,9 @@ run() {
 BOOT_COMMAND='echo kernel=$(uname -r); echo hypervisor=$(cat /sys/hypervisor/type); echo cpus=$(nproc); grep MemTotal /proc/meminfo; i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done; echo loop=$i'
 
 # Two vCPUs: both online in the guest (VCPUOP_initialise, VCPUOP_up, the cpu/N/availability
-# XenStore nodes), four busy workers share them.
-SMP_COMMAND='echo cpus=$(nproc) online=$(cat /sys/devices/system/cpu/online); for n in 1 2 3 4; do (i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo worker=$n) & done; wait; grep ^cpu1 /proc/stat; echo smp-done'
+# XenStore nodes), CPU 1 unplugged and plugged back (VCPUOP_down, VCPUOP_is_up, VCPUOP_up),
+# then four busy workers share them.
+SMP_COMMAND='echo cpus=$(nproc) online=$(cat /sys/devices/system/cpu/online); echo 0 > /sys/devices/system/cpu/cpu1/online; echo unplugged=$(cat /sys/devices/system/cpu/online); echo 1 > /sys/devices/system/cpu/cpu1/online; echo replugged=$(cat /sys/devices/system/cpu/online); for n in 1 2 3 4; do (i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; echo worker=$n) & done; wait; grep ^cpu1 /proc/stat; echo smp-done'
 
 XENSTORE_COMMAND='xenstore-write data/x 17; echo read=$(xenstore-read data/x); xenstore-ls data; xenstore-watch -n 2 data/y > /tmp/w & sleep 1; xenstore-write data/y hello; wait; echo watch=$(cat /tmp/w); echo name=$(xenstore-read name); xenstore-ls /local/domain; echo ls=$?'
 
@@ -80,9 +81,10 @@ check_boot() {
 
 check_smp() {
   local name=$1
-  if ((rc == 0)) && grep -q "cpus=2 online=0-1" "$WORK/$name.log" && grep -q "smp-done" "$WORK/$name.log" \
+  if ((rc == 0)) && grep -q "cpus=2 online=0-1" "$WORK/$name.log" && grep -q "unplugged=0[[:space:]]*$" "$WORK/$name.log" \
+     && grep -q "replugged=0-1" "$WORK/$name.log" && grep -q "smp-done" "$WORK/$name.log" \
      && [[ $(grep -c "^worker=" "$WORK/$name.log") == 4 ]]; then pass "$name"
-  else fail "$name" "domus run exited $rc; expected both vCPUs online in the guest and its four workers done"; fi
+  else fail "$name" "domus run exited $rc; expected both vCPUs online in the guest, CPU 1 unplugged and back, and four workers done"; fi
 }
 
 if [[ -r /dev/kvm && -w /dev/kvm ]]; then
