@@ -30,11 +30,11 @@ final class VCPURunner: @unchecked Sendable {
     private var userSS = FlatSelector.userSS64
     private(set) var crashReport: String?
     /// The user selectors last published to the core (`VCPU.resumedUserSelectors`).
-    private var publishedUserCS: UInt16 = 0
-    private var publishedUserSS: UInt16 = 0
+    var publishedUserCS: UInt16 = 0
+    var publishedUserSS: UInt16 = 0
     /// The context the vCPU was last resumed with (for the failsafe callback, when the
     /// CPU refuses it).
-    private var lastResumed: GuestContext?
+    var lastResumed: GuestContext?
 
     /// Guest RIP samples (`DomainMachine.sampleInterval`): host nanoseconds since the
     /// vCPU started, and where it was.
@@ -224,58 +224,6 @@ final class VCPURunner: @unchecked Sendable {
         }
         vcpu.count(event: "upcall written at a signal exit (no kick)")
         return true
-    }
-
-    /// Longest wait for other vCPUs to take a flush this one asked of them.
-    static let remoteFlushWait: UInt64 = 500_000_000
-
-    /// Waits until the vCPUs this one asked to flush have taken the request (or run no
-    /// guest code), before this one runs guest code again (first thing before every
-    /// resume, ahead of taking the flushes asked of this one). Bounded: a vCPU that does
-    /// not answer in time is logged, and the wait given up (it still flushes before it
-    /// next runs guest code).
-    private func waitForRemoteFlushes() {
-        guard !vcpu.awaitedFlushes.isEmpty else { return }
-        let start = HostTime.monotonic()
-        var waited = false
-        vcpu.waitingForFlushes.store(true, ordering: .sequentiallyConsistent)
-        defer { vcpu.waitingForFlushes.store(false, ordering: .sequentiallyConsistent) }
-        for target in vcpu.awaitedFlushes {
-            while !target.remoteFlushSettled && !domain.isFinished {
-                if HostTime.monotonic() &- start > Self.remoteFlushWait {
-                    domain.log.log(.warning, "\(vcpu.name): \(target.name) did not take a TLB flush within \(Self.remoteFlushWait / 1_000_000) ms; going on")
-                    break
-                }
-                waited = true
-                usleep(20)
-            }
-        }
-        vcpu.awaitedFlushes.removeAll()
-        if waited { vcpu.count(event: "waited for other vCPUs to take a TLB flush") }
-    }
-
-    /// A secondary vCPU's first entry, from the context VCPUOP_initialise gave: the vCPU
-    /// still sits where `DomainMachine.configure` put it (ring 3, the flat selectors),
-    /// so the context's registers, page table and segment bases are loaded as they are.
-    private func startFrom(_ initial: GuestContext) {
-        var context = initial
-        prepareResume(&context)
-        lastResumed = context
-        // Not yet run: kvm_run's register copy is not valid, so ask KVM.
-        guard var sregs = try? cpu.getSpecialRegisters() else {
-            crash("cannot read the special registers of a vCPU about to start")
-            return
-        }
-        if let table = vcpu.activeTable?.address?.rawValue { sregs.cr3 = table }
-        sregs.fs.base = context.fsBase
-        sregs.gs.base = context.gsBase
-        cpu.specialRegisters = sregs
-        var regs = generalRegisters(context)
-        regs.rsp = context.rsp
-        regs.rip = context.rip
-        regs.rflags = (context.rflags & ~RFlags.iopl) | RFlags.interrupt | RFlags.fixed
-        cpu.registers = regs
-        domain.log.log(.debug, "\(vcpu.name): starts at \(hex(context.rip))")
     }
 
     /// At most this many samples are kept per vCPU (an hour at one a millisecond).
@@ -506,7 +454,7 @@ final class VCPURunner: @unchecked Sendable {
 
     /// KVM registers holding `context`'s general-purpose registers but rsp (rip, rsp
     /// and rflags are the caller's to set: the guest's, or the stub's frame).
-    private func generalRegisters(_ context: GuestContext) -> Registers {
+    func generalRegisters(_ context: GuestContext) -> Registers {
         var regs = Registers()
         regs.rax = context.rax; regs.rbx = context.rbx; regs.rcx = context.rcx; regs.rdx = context.rdx
         regs.rsi = context.rsi; regs.rdi = context.rdi; regs.rbp = context.rbp
@@ -558,7 +506,7 @@ final class VCPURunner: @unchecked Sendable {
     }
 
     /// Timers, remote flushes, GDT changes and event upcalls, before the guest runs.
-    private func prepareResume(_ context: inout GuestContext) {
+    func prepareResume(_ context: inout GuestContext) {
         waitForRemoteFlushes()
         checkTimers()
         if vcpu.remoteFlush.exchange(false, ordering: .acquiringAndReleasing) { vcpu.pendingWork.flushAll = true }
@@ -610,58 +558,6 @@ final class VCPURunner: @unchecked Sendable {
             lastTimeUpdate = domain.clock.monotonicNanoseconds()
             domain.raiseVIRQ(VIRQ.timer, vcpu: vcpu.id)
         }
-    }
-
-    /// The descriptor tables changed: user selectors the CPU accepted before may no
-    /// longer be accepted, so the core's iret leaves user returns to the host until
-    /// the host has resumed user mode again.
-    private func forgetUserSelectors() {
-        publishedUserCS = 0
-        publishedUserSS = 0
-        vcpu.resumedUserSelectors = nil
-    }
-
-    /// Copies the guest's GDT (checked descriptors) into the hardware GDT.
-    private func loadGDT() {
-        forgetUserSelectors()
-        let base = area.gdt(vcpu.id).rawValue
-        let entries = min(vcpu.gdtEntries, FlatSelector.maxGuestGDTEntries)
-        for index in 0..<FlatSelector.maxGuestGDTEntries {
-            var descriptor: UInt64 = 0
-            if index < entries, index / 512 < vcpu.gdtFrames.count, let frame = vcpu.gdtFrames[index / 512].address {
-                let raw: UInt64 = (try? domain.memory.read(at: GuestPhysicalAddress(frame.rawValue + UInt64(index % 512) * 8))) ?? 0
-                descriptor = DescriptorRules.isAllowed(raw) ? DescriptorRules.fixup(raw) : 0
-            }
-            try? domain.memory.write(descriptor, at: GuestPhysicalAddress(base + UInt64(index) * 8))
-        }
-    }
-
-    /// Copies the guest's LDT (checked descriptors) into the hardware LDT and points
-    /// LDTR at it (or at nothing when the guest has no LDT).
-    private func loadLDT() {
-        forgetUserSelectors()
-        let base = area.ldt(vcpu.id).rawValue
-        let entries = min(vcpu.ldtEntries, 8192)
-        for index in 0..<entries {
-            var descriptor: UInt64 = 0
-            if index / 512 < vcpu.ldtFrames.count, let frame = vcpu.ldtFrames[index / 512].address {
-                let raw: UInt64 = (try? domain.memory.read(at: GuestPhysicalAddress(frame.rawValue + UInt64(index % 512) * 8))) ?? 0
-                descriptor = DescriptorRules.isAllowed(raw) ? DescriptorRules.fixup(raw) : 0
-            }
-            try? domain.memory.write(descriptor, at: GuestPhysicalAddress(base + UInt64(index) * 8))
-        }
-        var sregs = cpu.specialRegisters
-        if entries == 0 {
-            sregs.ldt = Segment(selector: 0, unusable: true)
-        } else {
-            let (low, high) = DescriptorTablesBuilder.ldtDescriptor(base: area.ldtVirtual(vcpu.id), entries: entries)
-            let index = FlatSelector.firstReservedGDTEntry + 10
-            try? domain.memory.write(low, at: GuestPhysicalAddress(area.gdt(vcpu.id).rawValue + UInt64(index) * 8))
-            try? domain.memory.write(high, at: GuestPhysicalAddress(area.gdt(vcpu.id).rawValue + UInt64(index + 1) * 8))
-            sregs.ldt = Segment(base: area.ldtVirtual(vcpu.id), limit: UInt32(entries * 8 - 1),
-                                selector: DescriptorTablesBuilder.ldtSelector, type: 2, present: true)
-        }
-        cpu.specialRegisters = sregs
     }
 
     /// Blocks the vCPU (SCHEDOP_block, or SCHEDOP_poll when `ports` is given).
@@ -799,7 +695,7 @@ final class VCPURunner: @unchecked Sendable {
         crash("\(X86Exception.mnemonic(vector)) (error \(hex(errorCode))) in the hypervisor's ring-0 code at \(hex(rip)) \(target)")
     }
 
-    private func crash(_ reason: String) {
+    func crash(_ reason: String) {
         let regs = cpu.registers
         var context = GuestContext()
         context.rax = regs.rax; context.rbx = regs.rbx; context.rcx = regs.rcx; context.rdx = regs.rdx
