@@ -57,6 +57,9 @@ public struct ControlHandler: Sendable {
             try manager.setMemoryTarget(try domain(request), kilobytes: try memory(request))
         case .memMax:
             try manager.setMemoryMaximum(try domain(request), kilobytes: try memory(request))
+        case .vcpuSet:
+            guard let count = request.vcpus else { throw ControlError(.usage, "vcpu-set needs \"vcpus\"") }
+            try manager.setOnlineVCPUs(try domain(request), count: count)
         case .info:
             response.host = manager.hostInfo()
         case .dmesg:

@@ -17,6 +17,7 @@ public enum ControlOperation: String, Sendable, CaseIterable {
     case unpause
     case memSet = "mem-set"
     case memMax = "mem-max"
+    case vcpuSet = "vcpu-set"
     case info
     case dmesg
     case rename
@@ -45,6 +46,8 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var timeout: Double?
     /// `mem-set`, `mem-max`: the new size in KiB.
     public var memoryKB: UInt64?
+    /// `vcpu-set`: how many vCPUs the guest may have online.
+    public var vcpus: Int?
     /// `rename`: the new name.
     public var name: String?
     /// `console`: how many bytes of earlier output to send first (all that is kept if absent).
@@ -55,7 +58,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     public var long: Bool?
 
     enum CodingKeys: String, CodingKey {
-        case op, domain, config, overrides, directory, attach, wait, timeout, name, history, clear, long
+        case op, domain, config, overrides, directory, attach, wait, timeout, name, history, clear, long, vcpus
         case configName = "config_name"
         case memoryKB = "memory_kb"
     }

@@ -61,6 +61,24 @@ extension DomainManager {
         events.info("memory maximum set", ["domid": record.id, "max_kb": kilobytes])
     }
 
+    /// `vcpu-set` (libxl_set_vcpuonline): vCPUs 0..<count are available, the rest up to
+    /// maxvcpus not; written to cpu/N/availability, which the guest's vCPU hotplug
+    /// driver (Linux's xen-cpu-hotplug) watches to bring CPUs up or take them down.
+    public func setOnlineVCPUs(_ reference: String, count: Int) throws(ControlError) {
+        let (record, domain) = try activeDomain(reference, for: "set the vCPUs of")
+        let maximum = domain.vcpus.count
+        guard count >= 1 else { throw ControlError(.usage, "vcpu-set: a domain needs at least 1 vCPU, got \(count)") }
+        guard count <= maximum else {
+            throw ControlError(.conflict, "vcpu-set: \(count) vCPUs is more than domain \(record.id)'s maximum of \(maximum) (maxvcpus)")
+        }
+        for vcpu in 0..<maximum {
+            do { try xenstore.write("/local/domain/\(record.id)/cpu/\(vcpu)/availability", vcpu < count ? "online" : "offline") } catch {
+                throw ControlError(.internal, "cannot write cpu/\(vcpu)/availability: \(error)")
+            }
+        }
+        events.info("vcpus set", ["domid": record.id, "vcpus": count])
+    }
+
     /// `rename` (libxl_domain_rename): a new name, unique, with the rules of a config's
     /// `name`; written to /local/domain/N/name and /vm/UUID/name.
     public func rename(_ reference: String, to newName: String) throws(ControlError) {

@@ -39,6 +39,21 @@ struct MemMax: ParsableCommand {
     }
 }
 
+struct VcpuSet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vcpu-set",
+        abstract: "Set how many vCPUs a domain may have online (cpu/N/availability, which its vCPU hotplug driver follows).")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The domain (name or id).") var domain: String
+    @Argument(help: "The number of vCPUs, at most the domain's maxvcpus.") var vcpus: Int
+
+    func run() throws {
+        var request = ControlRequest(.vcpuSet, domain: domain)
+        request.vcpus = vcpus
+        try connection.call(request)
+    }
+}
+
 struct VcpuList: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "vcpu-list", abstract: "List domains' vCPUs.")
     @OptionGroup var connection: ConnectionOptions

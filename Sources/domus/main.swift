@@ -27,7 +27,7 @@ struct Domus: ParsableCommand {
             default /run/domus/domusd.sock). DOM is a domain name or id.
             """,
         subcommands: [Run.self, Create.self, List.self, Console.self, Shutdown.self, Reboot.self, Destroy.self,
-                      Pause.self, Unpause.self, MemSet.self, MemMax.self, VcpuList.self, Info.self, Dmesg.self,
+                      Pause.self, Unpause.self, MemSet.self, MemMax.self, VcpuSet.self, VcpuList.self, Info.self, Dmesg.self,
                       Uptime.self, Domid.self, Domname.self, Rename.self])
 }
 

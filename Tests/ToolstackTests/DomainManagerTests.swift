@@ -174,7 +174,7 @@ struct DomainManagerTests {
         #expect(throws: ControlError.self) { try manager.pause("p") }
     }
 
-    @Test("mem-set, mem-max and rename write XenStore as libxl does")
+    @Test("mem-set, mem-max, vcpu-set and rename write XenStore as libxl does")
     func memoryAndRename() throws {
         let (manager, _) = try DaemonFixtures.manager()
         _ = try manager.create(configText: try DaemonFixtures.config(name: "m", guest: "idle", extra: "maxmem = 64"), sourceName: "m.cfg")
@@ -183,6 +183,20 @@ struct DomainManagerTests {
         #expect(throws: ControlError.self) { try manager.setMemoryTarget("m", kilobytes: 1 << 20) }
         try manager.setMemoryMaximum("m", kilobytes: 49152)
         #expect(DaemonFixtures.read(manager, "/local/domain/1/memory/static-max") == "49152")
+        // vcpu-set: within maxvcpus, written as cpu/N/availability.
+        #expect(throws: ControlError.self) { try manager.setOnlineVCPUs("m", count: 2) }
+        #expect(throws: ControlError.self) { try manager.setOnlineVCPUs("m", count: 0) }
+        try manager.setOnlineVCPUs("m", count: 1)
+        #expect(DaemonFixtures.read(manager, "/local/domain/1/cpu/0/availability") == "online")
+        let id = try manager.create(configText: try DaemonFixtures.config(name: "v", guest: "idle", extra: "maxvcpus = 3"), sourceName: "v.cfg").domid
+        let availability = { (vcpu: Int) in DaemonFixtures.read(manager, "/local/domain/\(id)/cpu/\(vcpu)/availability") }
+        #expect([availability(0), availability(1), availability(2)] == ["online", "offline", "offline"])
+        try manager.setOnlineVCPUs("v", count: 3)
+        #expect([availability(0), availability(1), availability(2)] == ["online", "online", "online"])
+        try manager.setOnlineVCPUs("v", count: 2)
+        #expect([availability(0), availability(1), availability(2)] == ["online", "online", "offline"])
+        #expect(throws: ControlError.self) { try manager.setOnlineVCPUs("v", count: 4) }
+        try manager.destroy("v")
         try manager.rename("m", to: "renamed")
         #expect(DaemonFixtures.read(manager, "/local/domain/1/name") == "renamed")
         #expect(try manager.domainID("renamed") == 1)
