@@ -66,6 +66,48 @@ struct LinuxDaemonTests {
         done.wait()
     }
 
+    @Test("vcpu-set takes a vCPU from Linux and gives it back (cpu/N/availability, xen-cpu-hotplug)", .timeLimit(.minutes(3)))
+    func vcpuSet() throws {
+        let kernel = try #require(LinuxGuest.kernel)
+        let initrd = try #require(LinuxGuest.initrd)
+        let (manager, _) = try DaemonFixtures.manager()
+        defer { manager.closeAll() }
+        // Kicks (for remote TLB flushes) need the vCPU threads to take the signal.
+        Self.createWithSignalsDeliverable(manager, """
+            name = "linux"
+            kernel = "\(kernel)"
+            ramdisk = "\(initrd)"
+            memory = 512
+            vcpus = 1
+            maxvcpus = 2
+            extra = "console=hvc0 domus.shell=1"
+            """)
+        let output = DaemonFixtures.Lines()
+        let attachment = try manager.attachConsole("linux", history: nil) { event in
+            if case let .output(bytes) = event { output.append(String(decoding: bytes, as: UTF8.self)) }
+        }
+        output.append(String(decoding: attachment.history, as: UTF8.self))
+        func type(_ line: String) { _ = attachment.send(Array((line + "\n").utf8)) }
+        func saw(_ text: String, within seconds: Double = 60) -> Bool {
+            DaemonFixtures.eventually(seconds) { output.all.joined().contains(text) }
+        }
+        let booted = saw("built-in shell", within: 120)
+        #expect(booted, "the shell did not start:\n\(output.all.joined().suffix(3000))")
+        guard booted else { return }
+        // vcpus = 1 of 2: Linux brings CPU 1 up, then unplugs it (its availability is offline).
+        type("echo at-boot=$(cat /sys/devices/system/cpu/online)")
+        #expect(saw("at-boot=0\r") || saw("at-boot=0\n"), "\(output.all.joined().suffix(2000))")
+        try manager.setOnlineVCPUs("linux", count: 2)
+        // Present again; onlining it is userspace's (udev's) job, done here by hand.
+        type("until [ -e /sys/devices/system/cpu/cpu1/online ]; do sleep 1; done; echo 1 > /sys/devices/system/cpu/cpu1/online; echo with-two=$(cat /sys/devices/system/cpu/online)")
+        #expect(saw("with-two=0-1"), "\(output.all.joined().suffix(2000))")
+        try manager.setOnlineVCPUs("linux", count: 1)
+        type("until [ ! -e /sys/devices/system/cpu/cpu1 ]; do sleep 1; done; echo with-one=$(cat /sys/devices/system/cpu/online)")
+        #expect(saw("with-one=0"), "\(output.all.joined().suffix(2000))")
+        attachment.detach()
+        try manager.destroy("linux")
+    }
+
     @Test("a second VM in the process boots Linux", .timeLimit(.minutes(3)))
     func secondVirtualMachine() throws {
         let kernel = try #require(LinuxGuest.kernel)
