@@ -7,7 +7,9 @@ import XenABI
 /// kernel page table, GDT frames, trap table, callbacks, kernel stack and GS base.
 ///
 /// Everything is checked before anything changes; the page-table and descriptor-page
-/// references are taken all or nothing. What Domus cannot load yet is refused with
+/// references are taken all or nothing. The vCPU starts on Xen's flat 64-bit code and
+/// stack selectors (what Xen's RPL fixup of Linux's __KERNEL_CS/__KERNEL_DS amounts to
+/// for a 64-bit PV kernel), whatever the context's cs and ss say. What Domus cannot load yet is refused with
 /// -ENOSYS and said in the log: an FXSAVE image (VGCF_i387_valid), debug registers and
 /// an LDT in the context (Linux gives none of them).
 enum VCPUInitialise {
