@@ -172,7 +172,7 @@ public final class VCPU: @unchecked Sendable {
     /// Taken by the one VCPUOP_initialise that may set this vCPU's context.
     let initialisationClaim: Atomic<Bool>
     /// The context VCPUOP_initialise gave, for the machine layer to load when the vCPU
-    /// first runs (`takeStartContext`).
+    /// first runs (`VCPURunner.startFrom`).
     public var startContext: GuestContext?
 
     /// Per-vCPU counters: hypercalls by number, exits by kind.
