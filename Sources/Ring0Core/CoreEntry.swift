@@ -37,7 +37,8 @@ public enum Core {
     /// fault) with the guest's registers in `registers` (saved as `CoreLayout.saved*`)
     /// for the vCPU whose block is `vcpuBlock`, with the guest's `cr3` loaded. Returns
     /// `CoreLayout.resultHandled` (registers and frame rewritten, requests in the vCPU
-    /// block) or `resultDeferred` (nothing changed).
+    /// block) or `resultDeferred` (nothing changed, or for a batch done in part, its
+    /// rest handed on: `continueInHost`).
     public static func enter(registers: UnsafeMutableRawPointer, vcpuBlock: UnsafeMutableRawPointer,
                              cr3: UInt64, entry: UInt64, cr2: UInt64) -> UInt64 {
         let vcpu = Words(base: vcpuBlock)
