@@ -139,6 +139,10 @@ public final class VCPU: @unchecked Sendable {
     public var vcpuInfoRegistered = false
     /// Guest-virtual address of the runstate area, if registered.
     public var runstateArea: GuestVirtualAddress?
+    /// A second copy of vcpu_time_info the guest asked for
+    /// (VCPUOP_register_vcpu_time_memory_area): Linux maps it into its vDSO, so user
+    /// space reads the clock without a system call.
+    public var timeMemoryArea: GuestVirtualAddress?
 
     /// Virtual CR0.TS (fpu_taskswitch).
     public var virtualTS = false
@@ -270,6 +274,10 @@ public final class VCPU: @unchecked Sendable {
     /// then, and takes flushes asked of it right after (two vCPUs flushing each other
     /// do not wait for each other).
     public let waitingForFlushes = Atomic<Bool>(false)
+
+    /// Refreshes the guest's second copy of its time record, if it registered one
+    /// (after the machine layer wrote a fresh vcpu_time_info).
+    public func copyTimeInfoToRegisteredArea() { VCPUOps.copyTimeInfo(self) }
 
     /// Kicks or wakes this vCPU so it notices new events or timers.
     public func wake() {

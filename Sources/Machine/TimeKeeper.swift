@@ -27,6 +27,7 @@ enum TimeKeeper {
         try? memory.write(VCPUTimeInfo.flagTSCStable, at: at(VCPUTimeInfo.Offset.flags))
         memory.fence()
         try? memory.write(odd &+ 1, at: at(VCPUTimeInfo.Offset.version))
+        vcpu.copyTimeInfoToRegisteredArea()
     }
 
     /// Writes the wall-clock time at system time 0 into shared_info.

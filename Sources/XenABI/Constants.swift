@@ -173,8 +173,9 @@ public enum VCPUOp {
     public static let registerVCPUInfo: UInt64 = 10
     public static let sendNMI: UInt64 = 11
     public static let getPhysid: UInt64 = 12
-    public static let registerVCPUTimePhysArea: UInt64 = 13
+    public static let registerVCPUTimeMemoryArea: UInt64 = 13
     public static let registerRunstatePhysArea: UInt64 = 14
+    public static let registerVCPUTimePhysArea: UInt64 = 15
     /// VCPU_SSHOTTMR_future: fail with -ETIME if the deadline has passed.
     public static let singleshotFuture: UInt32 = 1
 }

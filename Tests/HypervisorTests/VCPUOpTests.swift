@@ -321,6 +321,37 @@ struct VCPUOpTests {
         try test.checkPageBookkeeping()
     }
 
+    @Test("VCPUOP_register_vcpu_time_memory_area gets a copy of vcpu_time_info at once and at each update; 0 stops it")
+    func timeMemoryArea() throws {
+        let test = try TestDomain()
+        let record = VCPUTimeInfo(version: 6, tscTimestamp: 0x1234, systemTime: 5_000_000, tscToSystemMul: 0x8000_0000,
+                                  tscShift: -1, flags: VCPUTimeInfo.flagTSCStable)
+        let timeAddress = GuestPhysicalAddress(test.vcpu.vcpuInfoAddress.rawValue + UInt64(VCPUInfoLayout.time))
+        try test.memory.writeBytes(record.encode(), at: timeAddress)
+        let area = TestDomain.buffer + 0x300
+        try test.write(le(area), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.registerVCPUTimeMemoryArea, 0, TestDomain.buffer)
+        #expect(test.result == 0)
+        #expect(try test.read(area, count: VCPUTimeInfo.size) == record.encode())
+        // A later update is copied too; the version stays even once written.
+        var later = record
+        later.version = 8
+        later.systemTime = 9_000_000
+        try test.memory.writeBytes(later.encode(), at: timeAddress)
+        test.vcpu.copyTimeInfoToRegisteredArea()
+        #expect(try test.read(area, count: VCPUTimeInfo.size) == later.encode())
+        // 0 unregisters: no more copies.
+        try test.write(le(UInt64(0)), at: TestDomain.buffer)
+        test.call(.vcpuOp, VCPUOp.registerVCPUTimeMemoryArea, 0, TestDomain.buffer)
+        #expect(test.result == 0 && test.vcpu.timeMemoryArea == nil)
+        try test.memory.writeBytes(record.encode(), at: timeAddress)
+        test.vcpu.copyTimeInfoToRegisteredArea()
+        #expect(try test.read(area, count: VCPUTimeInfo.size) == later.encode())
+        // An unreadable argument is -EFAULT.
+        test.call(.vcpuOp, VCPUOp.registerVCPUTimeMemoryArea, 0, TestDomain.unmapped)
+        #expect(test.result == TestDomain.error(.EFAULT))
+    }
+
     @Test("VCPUOP_up of a vCPU never initialised is -EINVAL; of vCPU 0 it brings it back")
     func up() throws {
         let test = try TestDomain()
@@ -330,7 +361,7 @@ struct VCPUOpTests {
     }
 
     @Test("Unimplemented vcpu_op commands are -ENOSYS", arguments: [
-        VCPUOp.sendNMI, VCPUOp.getPhysid, VCPUOp.registerVCPUTimePhysArea, 99,
+        VCPUOp.sendNMI, VCPUOp.getPhysid, VCPUOp.registerVCPUTimePhysArea, VCPUOp.registerRunstatePhysArea, 99,
     ])
     func unknown(command: UInt64) throws {
         let test = try TestDomain()

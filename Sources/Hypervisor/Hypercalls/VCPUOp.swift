@@ -38,6 +38,12 @@ enum VCPUOps {
             vcpu.runstateArea = area == 0 ? nil : GuestVirtualAddress(area)
             if vcpu === call.vcpu { writeRunstate(call.vcpu) }
             return .value(0)
+        case VCPUOp.registerVCPUTimeMemoryArea:
+            let bytes = try call.copyIn(argument, count: 8)
+            guard let area = try? ByteReader(bytes).u64(0) else { throw .EFAULT }
+            vcpu.timeMemoryArea = area == 0 ? nil : GuestVirtualAddress(area)
+            copyTimeInfo(vcpu)
+            return .value(0)
         case VCPUOp.getRunstateInfo:
             try call.copyOut(runstateBytes(vcpu), to: argument)
             return .value(0)
@@ -121,6 +127,23 @@ enum VCPUOps {
     }
 
     /// Updates the guest's runstate area, if it registered one (update_runstate_area).
+    /// Copies the vCPU's vcpu_time_info from its vcpu_info into the area the guest
+    /// registered, with the version protocol (odd while it changes), as Xen's
+    /// update_guest_time_info does. An area the guest unmapped is skipped, as on Xen.
+    static func copyTimeInfo(_ vcpu: VCPU) {
+        guard let area = vcpu.timeMemoryArea, let root = vcpu.kernelTable,
+              let record = try? vcpu.domain.memory.readBytes(at: GuestPhysicalAddress(vcpu.vcpuInfoAddress.rawValue + UInt64(VCPUInfoLayout.time)),
+                                                             count: VCPUTimeInfo.size) else { return }
+        let walker = GuestPageWalker(memory: vcpu.domain.memory, root: root)
+        let stable = (try? ByteReader(record).u32(VCPUTimeInfo.Offset.version)) ?? 0
+        var writer = ByteWriter(size: 4)
+        writer.set(stable | 1, at: 0)
+        guard (try? walker.write(writer.bytes, to: area)) != nil else { return }
+        try? walker.write(Array(record.dropFirst(4)), to: GuestVirtualAddress(area.rawValue &+ 4))
+        writer.set(stable & ~1, at: 0)
+        try? walker.write(writer.bytes, to: area)
+    }
+
     static func writeRunstate(_ vcpu: VCPU) {
         guard let area = vcpu.runstateArea, let root = vcpu.kernelTable else { return }
         let walker = GuestPageWalker(memory: vcpu.domain.memory, root: root)
