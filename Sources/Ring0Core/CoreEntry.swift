@@ -66,11 +66,7 @@ public enum Core {
         let regs = Words(base: registers)
         let number = regs.u64(UInt64(CoreLayout.savedRAX))
         let result = attempt(regs, vcpu, cr3: cr3, number: number, entry: entry)
-        if number < UInt64(CoreLayout.counterSlots) {
-            let counters = result == CoreLayout.resultHandled ? CoreLayout.vcpuHandledCounts : CoreLayout.vcpuDeferredCounts
-            let offset = UInt64(counters) &+ number &* 8
-            vcpu.setU64(offset, vcpu.u64(offset) &+ 1)
-        }
+        vcpu.countCall(number, handled: result == CoreLayout.resultHandled)
         return result
     }
 
@@ -164,9 +160,9 @@ public enum Core {
         lock.release(tag: tag)
         guard done else { return CoreLayout.resultDeferred }
         if flushType == 1 {
-            requestFlush(vcpu)
+            vcpu.requestFlush()
         } else if flushType == 2 {
-            requestInvalidate(vcpu, address)
+            vcpu.requestInvalidate(address)
         }
         regs.setU64(UInt64(CoreLayout.savedRAX), 0)
         return CoreLayout.resultHandled
@@ -221,7 +217,7 @@ public enum Core {
             let done = command0 & 0xffff_ffff == pinL1Table ? mmu.pinL1(argument0, onlyVCPU: onlyVCPU, flush: &flush) : mmu.unpin(argument0)
             lock.release(tag: tag)
             guard done else { return CoreLayout.resultDeferred }
-            if flush { requestFlush(vcpu) }
+            if flush { vcpu.requestFlush() }
             regs.setU64(UInt64(CoreLayout.savedRAX), 0)
             return CoreLayout.resultHandled
         }
@@ -280,9 +276,9 @@ public enum Core {
         if kernel != oldKernel && kernel != CoreLayout.noFrame && kernel << 12 != cr3 {
             vcpu.setU64(UInt64(CoreLayout.vcpuRequestCR3), kernel << 12)
         } else if flush {
-            requestFlush(vcpu)
+            vcpu.requestFlush()
         } else if let invalidate {
-            requestInvalidate(vcpu, invalidate)
+            vcpu.requestInvalidate(invalidate)
         }
         regs.setU64(UInt64(CoreLayout.savedRAX), 0)
         return CoreLayout.resultHandled

@@ -93,6 +93,31 @@ struct CoreLock {
 }
 
 extension Words {
+    /// Counts a hypercall (or a batch entry) the core completed or left to the host, by
+    /// number, in a vCPU block.
+    @inline(__always) func countCall(_ number: UInt64, handled: Bool) {
+        guard number < UInt64(CoreLayout.counterSlots) else { return }
+        let offset = UInt64(handled ? CoreLayout.vcpuHandledCounts : CoreLayout.vcpuDeferredCounts) &+ number &* 8
+        setU64(offset, u64(offset) &+ 1)
+    }
+
+    // MARK: TLB requests, carried out by ring0/entry.S (several batch entries may ask)
+
+    func requestFlush() {
+        setU64(UInt64(CoreLayout.vcpuRequestFlush), 1)
+    }
+
+    /// Asks for `address` to be invalidated; a second, different address asks for a
+    /// flush instead (there is one address slot).
+    func requestInvalidate(_ address: UInt64) {
+        if u64(UInt64(CoreLayout.vcpuRequestInvalidate)) != 0 && u64(UInt64(CoreLayout.vcpuInvalidateAddress)) != address {
+            requestFlush()
+            return
+        }
+        setU64(UInt64(CoreLayout.vcpuInvalidateAddress), address)
+        setU64(UInt64(CoreLayout.vcpuRequestInvalidate), 1)
+    }
+
     /// Counts one thing the core delivered without an exit (`CoreLayout.inVM*`), in a
     /// vCPU block.
     @inline(__always) func countInVM(_ slot: Int) {

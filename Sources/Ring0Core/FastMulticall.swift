@@ -46,7 +46,7 @@ extension Core {
                 break
             }
             ram.setU64(slot &+ 8, scratch.u64(UInt64(CoreLayout.savedRAX)))
-            countHandled(vcpu, op)
+            vcpu.countCall(op, handled: true)   // under its own number
             done &+= 1
             // Later entries would read memory through the tables the guest just left.
             if vcpu.u64(UInt64(CoreLayout.vcpuRequestCR3)) != 0 { break }
@@ -65,29 +65,5 @@ extension Core {
             regs.setU64(UInt64(CoreLayout.savedRSI), count &- done)
         }
         return CoreLayout.resultDeferred
-    }
-
-    /// Counts a batch entry the core completed under its own hypercall number.
-    static func countHandled(_ vcpu: Words, _ number: UInt64) {
-        guard number < UInt64(CoreLayout.counterSlots) else { return }
-        let offset = UInt64(CoreLayout.vcpuHandledCounts) &+ number &* 8
-        vcpu.setU64(offset, vcpu.u64(offset) &+ 1)
-    }
-
-    // MARK: TLB requests (several entries of a batch may each ask)
-
-    static func requestFlush(_ vcpu: Words) {
-        vcpu.setU64(UInt64(CoreLayout.vcpuRequestFlush), 1)
-    }
-
-    /// Asks for `address` to be invalidated; a second, different address asks for a
-    /// flush instead (there is one address slot).
-    static func requestInvalidate(_ vcpu: Words, _ address: UInt64) {
-        if vcpu.u64(UInt64(CoreLayout.vcpuRequestInvalidate)) != 0 && vcpu.u64(UInt64(CoreLayout.vcpuInvalidateAddress)) != address {
-            requestFlush(vcpu)
-            return
-        }
-        vcpu.setU64(UInt64(CoreLayout.vcpuInvalidateAddress), address)
-        vcpu.setU64(UInt64(CoreLayout.vcpuRequestInvalidate), 1)
     }
 }
