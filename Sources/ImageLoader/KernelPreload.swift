@@ -12,22 +12,21 @@ import Synchronization
 public final class KernelPreload: Sendable {
     public let path: String
     public let options: ImageLoadOptions
-    private let outcome = Mutex<Result<LoadedKernel, ImageError>?>(nil)
+    /// The load's result and how long it took, once it has finished.
+    private let outcome = Mutex<(result: Result<LoadedKernel, ImageError>, duration: Duration)?>(nil)
     private let finished = DispatchGroup()
-    private let startedAt = ContinuousClock.now
-    private let duration = Mutex<Duration?>(nil)
 
     /// Starts loading `path` at once.
     public init(path: String, options: ImageLoadOptions) {
         self.path = path
         self.options = options
         finished.enter()
+        let startedAt = ContinuousClock.now
         Thread.detachNewThread { [self] in
             let result = Result { () throws(ImageError) -> LoadedKernel in
                 try KernelImage.load(path: path, options: options)
             }
-            outcome.withLock { $0 = result }
-            duration.withLock { $0 = ContinuousClock.now - startedAt }
+            outcome.withLock { $0 = (result, ContinuousClock.now - startedAt) }
             finished.leave()
         }
     }
@@ -36,7 +35,7 @@ public final class KernelPreload: Sendable {
     /// waits for the load to finish.
     public func wait() throws(ImageError) -> LoadedKernel {
         finished.wait()
-        guard let result = outcome.withLock({ $0 }) else {
+        guard let result = outcome.withLock({ $0?.result }) else {
             // Unreachable: the loading thread stores a result before it leaves the group.
             throw .unreadable(path: path, reason: "the background load ended without a result")
         }
@@ -44,5 +43,5 @@ public final class KernelPreload: Sendable {
     }
 
     /// How long the load itself took, once it has finished.
-    public var loadTime: Duration? { duration.withLock { $0 } }
+    public var loadTime: Duration? { outcome.withLock { $0?.duration } }
 }
