@@ -14,9 +14,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        // C shims: the only C the project has. CKVM wraps <linux/kvm.h> and ioctl.
+        // C shims, and the XZ decoder in CCompression. CKVM wraps <linux/kvm.h> and ioctl.
         .target(name: "CKVM"),
-        // zlib and liblzma, for bzImage payloads.
+        // zlib and liblzma, and Domus's one-shot XZ decoder (domus_xz.c), for bzImage payloads.
         .target(name: "CCompression", linkerSettings: [.linkedLibrary("z"), .linkedLibrary("lzma")]),
         // Xen's public headers (Debian libxen-dev), used only by tests to check ABI offsets.
         .target(name: "CXenHeaders"),

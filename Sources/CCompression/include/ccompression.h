@@ -2,4 +2,5 @@
 #define CCOMPRESSION_H
 #include <zlib.h>
 #include <lzma.h>
+#include "domus_xz.h"
 #endif
