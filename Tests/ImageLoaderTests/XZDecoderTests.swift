@@ -6,18 +6,6 @@ import Testing
 
 @testable import ImageLoader
 
-/// Deterministic random numbers (SplitMix64), so a failure names a reproducible seed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// How liblzma is asked to encode a test stream.
 struct XZEncoding: CustomStringConvertible {
     var preset: UInt32 = 1
@@ -106,7 +94,7 @@ func encodeXZ(_ data: [UInt8], _ encoding: XZEncoding) throws -> [UInt8] {
 
 /// Test data of several shapes: text (matches and reps), x86-like code (E8/E9 with
 /// 00/FF bytes for the BCJ filter), noise (stored chunks), runs (long matches).
-func testData(_ random: inout SeededRandom, size: Int) -> [UInt8] {
+func testData(_ random: inout SplitMix64, size: Int) -> [UInt8] {
     let words = ["domus", "xen", "grant", "event", "channel", "page", "table", " ", "\n", "hypercall", "ring"]
     var data: [UInt8] = []
     data.reserveCapacity(size)
@@ -144,7 +132,7 @@ func sameBytes(_ a: [UInt8], _ b: [UInt8], sourceLocation: SourceLocation = #_so
 @Suite("One-shot XZ decoder")
 struct XZDecoderTests {
     /// A random encoding the one-shot decoder takes.
-    static func randomEncoding(_ random: inout SeededRandom) -> XZEncoding {
+    static func randomEncoding(_ random: inout SplitMix64) -> XZEncoding {
         var encoding = XZEncoding()
         encoding.preset = UInt32.random(in: 0...3, using: &random)
         encoding.lc = UInt32.random(in: 0...4, using: &random)
@@ -161,7 +149,7 @@ struct XZDecoderTests {
 
     @Test("Decodes liblzma's output for every option it takes, byte for byte")
     func differential() throws {
-        var random = SeededRandom(state: 0x5eed)
+        var random = SplitMix64(state: 0x5eed)
         for round in 0..<60 {
             let size = [0, 1, 5, 4096, 70_000, 300_000].randomElement(using: &random) ?? 0
             let data = testData(&random, size: size)
@@ -184,7 +172,7 @@ struct XZDecoderTests {
 
     @Test("Streams it does not take go to liblzma and still decode")
     func fallback() throws {
-        var random = SeededRandom(state: 7)
+        var random = SplitMix64(state: 7)
         let data = testData(&random, size: 50_000)
         for encoding in [XZEncoding(check: LZMA_CHECK_SHA256), XZEncoding(delta: true)] {
             let compressed = try encodeXZ(data, encoding)
@@ -198,7 +186,7 @@ struct XZDecoderTests {
 
     @Test("The size is known before decoding: the cap holds without allocating")
     func limit() throws {
-        var random = SeededRandom(state: 11)
+        var random = SplitMix64(state: 11)
         let data = testData(&random, size: 100_000)
         let compressed = try encodeXZ(data, XZEncoding(blockSize: 30_000))
         var result = domus_xz_result()
@@ -223,7 +211,7 @@ struct XZDecoderTests {
 
     @Test("Corrupt and cut streams: an error, or liblzma's very output")
     func hostile() throws {
-        var random = SeededRandom(state: 0xbad)
+        var random = SplitMix64(state: 0xbad)
         var rejectedByBoth = 0
         for round in 0..<300 {
             let data = testData(&random, size: Int.random(in: 0...20_000, using: &random))
