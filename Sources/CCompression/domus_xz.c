@@ -14,6 +14,7 @@
  */
 #include "domus_xz.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -352,20 +353,21 @@ static uint32_t crc32_of(const uint8_t *data, size_t size) {
     return (uint32_t)crc32_z(crc32_z(0, Z_NULL, 0), data, size);
 }
 
-static uint64_t crc64_of(const uint8_t *data, size_t size) {
-    /* CRC-64/XZ: ECMA-182 polynomial, reflected, initial and final value all ones. */
-    static uint64_t table[256];
-    static int ready;
-    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
-        uint64_t local[256];
-        for (uint32_t n = 0; n < 256; n++) {
-            uint64_t c = n;
-            for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0xC96C5795D7870F42ull : c >> 1;
-            local[n] = c;
-        }
-        memcpy(table, local, sizeof(table)); /* same values from any thread */
-        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+/* CRC-64/XZ: ECMA-182 polynomial, reflected, initial and final value all ones. */
+static uint64_t crc64_table[256];
+
+static void crc64_make_table(void) {
+    for (uint32_t n = 0; n < 256; n++) {
+        uint64_t c = n;
+        for (int k = 0; k < 8; k++) c = (c & 1) ? (c >> 1) ^ 0xC96C5795D7870F42ull : c >> 1;
+        crc64_table[n] = c;
     }
+}
+
+static uint64_t crc64_of(const uint8_t *data, size_t size) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, crc64_make_table);
+    const uint64_t *table = crc64_table;
     uint64_t crc = ~0ull;
     for (size_t i = 0; i < size; i++) crc = table[(crc ^ data[i]) & 0xFF] ^ (crc >> 8);
     return ~crc;
@@ -628,7 +630,7 @@ static enum domus_xz_status index_and_footer(struct decoder *d, const uint8_t *s
 static enum domus_xz_status run(struct decoder *d, struct domus_xz_result *result) {
     enum domus_xz_status status;
     size_t magic_bytes = d->in_size < 6 ? d->in_size : 6;
-    if (memcmp(d->in, stream_magic, magic_bytes) != 0) FAIL(d, DOMUS_XZ_CORRUPT, "not in .xz format");
+    if (magic_bytes && memcmp(d->in, stream_magic, magic_bytes) != 0) FAIL(d, DOMUS_XZ_CORRUPT, "not in .xz format");
     if (d->in_size < 12) FAIL(d, DOMUS_XZ_TRUNCATED, NULL);
     const uint8_t *stream_flags = d->in + 6;
     if (crc32_of(stream_flags, 2) != le32(d->in + 8)) FAIL(d, DOMUS_XZ_CORRUPT, "stream header CRC32 does not match");

@@ -209,6 +209,21 @@ struct XZDecoderTests {
         #expect(decoded == DOMUS_XZ_OUTPUT_TOO_SMALL)
     }
 
+    @Test("Empty, short and foreign inputs")
+    func shortInputs() {
+        for (input, expected) in [
+            ([], ImageError.truncatedCompressedData(.xz)),
+            ([0xFD, 0x37], .truncatedCompressedData(.xz)),
+            ([0x1F, 0x8B, 8, 0], .corruptCompressedData(.xz, "not in .xz format")),
+        ] as [([UInt8], ImageError)] {
+            guard case .failed(let error) = Decompressor.oneShotXZ(input[...], limit: 1 << 20) else {
+                Issue.record("\(input) did not fail")
+                continue
+            }
+            #expect(error == expected)
+        }
+    }
+
     @Test("Corrupt and cut streams: an error, or liblzma's very output")
     func hostile() throws {
         var random = SplitMix64(state: 0xbad)
