@@ -50,13 +50,15 @@ public enum Compression: String, Equatable, Sendable, CaseIterable {
     }
 }
 
-/// Streaming gzip and XZ decoders with an output cap.
+/// gzip and XZ decoders with an output cap.
 ///
-/// Output grows in chunks and decoding stops with
-/// `ImageError.decompressedSizeExceedsLimit` as soon as it would pass the cap, so a
-/// decompression bomb costs at most the cap plus one chunk of memory. Xen's loader
-/// trusts the 4-byte size trailer instead (checked against its own limit in
-/// `xc_dom_kernel_check_size`); here the trailer is only a capacity hint.
+/// Domus's one-shot XZ decoder learns the exact decoded size from the stream's headers
+/// before it allocates, and refuses a size past the cap. The streaming decoders (zlib,
+/// and liblzma for XZ the one-shot decoder does not take) grow their output in chunks
+/// and stop with `ImageError.decompressedSizeExceedsLimit` as soon as it would pass
+/// the cap. Either way a decompression bomb costs at most the cap plus one chunk of
+/// memory. Xen's loader trusts the 4-byte size trailer instead (checked against its
+/// own limit in `xc_dom_kernel_check_size`); here the trailer is only a capacity hint.
 enum Decompressor {
     /// Bytes produced per zlib/liblzma call.
     static let chunkSize = 1 << 20
