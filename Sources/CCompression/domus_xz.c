@@ -418,7 +418,7 @@ static enum domus_xz_status read_vli(struct decoder *d, size_t *at, size_t end, 
     FAIL(d, DOMUS_XZ_CORRUPT, "integer longer than 9 bytes");
 }
 
-/* Reserves `size` more output bytes; NULL-free: the caller writes only in decode mode. */
+/* Whether `size` more output bytes fit under the limit (the cap, or the buffer's size). */
 static enum domus_xz_status reserve_output(struct decoder *d, size_t size) {
     if (size > d->out_limit - d->out_pos) FAIL(d, d->limit_status, NULL);
     return DOMUS_XZ_OK;
@@ -515,7 +515,6 @@ static void record_add(struct record_list *list, uint64_t unpadded, uint64_t unc
 
 static enum domus_xz_status block(struct decoder *d, uint32_t check, struct record_list *records) {
     enum domus_xz_status status;
-    size_t block_start = d->pos;
     size_t header_size = ((size_t)d->in[d->pos] + 1) * 4;
     if (d->in_size - d->pos < header_size) FAIL(d, DOMUS_XZ_TRUNCATED, NULL);
     const uint8_t *header = d->in + d->pos;
@@ -583,7 +582,6 @@ static enum domus_xz_status block(struct decoder *d, uint32_t check, struct reco
     }
     d->pos += check_size;
     record_add(records, header_size + compressed + check_size, uncompressed);
-    (void)block_start;
     return DOMUS_XZ_OK;
 }
 
