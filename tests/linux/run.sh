@@ -21,7 +21,13 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/domus-linux-test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 passed=0 failed=0 skipped=0
 pass() { passed=$((passed + 1)); printf 'PASS %s\n' "$1"; }
-fail() { failed=$((failed + 1)); printf 'FAIL %s: %s\n' "$1" "$2"; sed 's/^/    | /' "$WORK/$1.log" | tail -n 25; }
+# A failure shows what the run printed before --stats' tables (the crash reason, the
+# vCPU registers and stack, the console's end), then the exit tables.
+fail() {
+  failed=$((failed + 1)); printf 'FAIL %s: %s\n' "$1" "$2"
+  sed '/^domus: hypercalls:/,$d' "$WORK/$1.log" | tail -n 40 | sed 's/^/    | /'
+  sed -n '/^domus: exits/,$p' "$WORK/$1.log" | sed 's/^/    | /'
+}
 skip() { skipped=$((skipped + 1)); printf 'SKIP %s: %s\n' "$1" "$2"; }
 
 DOMUS=${DOMUS:-$(swift build --show-bin-path 2>/dev/null)/domus}
