@@ -568,6 +568,8 @@ final class VCPURunner: @unchecked Sendable {
             checkTimers()
             if let ports {
                 if ports.contains(where: { domain.isPending(port: $0) }) { break }
+                // As Xen's vcpu_kick of a poller: an upcall it would take ends the poll.
+                if vcpu.upcallPending() && !vcpu.upcallMask() { break }
                 if let deadline, domain.systemTime() >= deadline { break }
             } else if vcpu.upcallPending() {
                 break

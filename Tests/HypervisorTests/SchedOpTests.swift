@@ -137,16 +137,28 @@ struct SchedOpTests {
         #expect(test.result == TestDomain.error(.EINVAL))
     }
 
-    @Test("SCHEDOP_poll refuses ports beyond the 2-level limit and polling with events enabled")
+    @Test("SCHEDOP_poll refuses ports beyond the 2-level limit")
     func pollInvalid() throws {
         let test = try TestDomain()
         try writePoll(test, ports: [4096])
         test.call(.schedOp, SchedOp.poll, TestDomain.buffer)
         #expect(test.result == TestDomain.error(.EINVAL))
+    }
+
+    @Test("SCHEDOP_poll with events enabled polls, and returns at once when an upcall is due (Linux's PV spinlocks)")
+    func pollEventsEnabled() throws {
+        let test = try TestDomain()
         test.vcpu.setUpcallMask(false)
         try writePoll(test, ports: [1])
-        test.call(.schedOp, SchedOp.poll, TestDomain.buffer)
-        #expect(test.result == TestDomain.error(.EINVAL))
+        #expect(test.call(.schedOp, SchedOp.poll, TestDomain.buffer) == .poll(ports: [1], deadline: nil))
+        // Pending on another port, unmasked: the upcall would be taken, so no sleep.
+        test.domain.setPending(port: 9, vcpu: 0)
+        #expect(test.vcpu.upcallPending())
+        #expect(test.call(.schedOp, SchedOp.poll, TestDomain.buffer) == .value(0))
+        #expect(test.result == 0)
+        // Masked, the same pending upcall does not end the poll.
+        test.vcpu.setUpcallMask(true)
+        #expect(test.call(.schedOp, SchedOp.poll, TestDomain.buffer) == .poll(ports: [1], deadline: nil))
     }
 
     @Test("SCHEDOP_poll with an unreadable argument or port array is -EFAULT")

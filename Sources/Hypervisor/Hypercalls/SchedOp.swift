@@ -31,9 +31,11 @@ enum SchedOps {
         case SchedOp.poll:
             let poll = try SchedPoll(try call.copyIn(argument, count: SchedPoll.size))
             guard poll.nrPorts <= maximumPollPorts else { throw .EINVAL }
-            // Events must be masked while polling (Xen's do_poll).
-            guard call.vcpu.upcallMask() else { throw .EINVAL }
             let raw = try call.copyIn(poll.ports, count: Int(poll.nrPorts) * 4)
+            // Events may be enabled: Linux's PV spinlocks poll with them on, and BUG()
+            // on any error. As Xen's do_poll, an upcall the vCPU would take at once
+            // ends the poll (the runner also wakes for one that arrives).
+            if call.vcpu.upcallPending() && !call.vcpu.upcallMask() { return .value(0) }
             var ports: [UInt32] = []
             for index in 0..<Int(poll.nrPorts) {
                 let port = UInt32(raw[4 * index]) | UInt32(raw[4 * index + 1]) << 8
