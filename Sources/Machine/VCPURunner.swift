@@ -190,7 +190,7 @@ final class VCPURunner: @unchecked Sendable {
         guard vcpu.mode == .kernel, sregs.cs.selector == FlatSelector.kernelCS64, sregs.ss.selector == FlatSelector.kernelSS64,
               kickReturn == nil, vcpu.pendingWork.isEmpty, !vcpu.remoteFlush.load(ordering: .acquiring),
               !vcpu.gdtChanged.load(ordering: .acquiring), !vcpu.ldtChanged.load(ordering: .acquiring),
-              !cpu.hasEventInFlight else { return false }
+              !cpu.hasEventInFlight, !softEventMayBeInFlight(sregs) else { return false }
         let regs = cpu.registers
         var context = makeContext(regs, sregs)
         context.rip = regs.rip
@@ -262,10 +262,37 @@ final class VCPURunner: @unchecked Sendable {
             vcpu.count(event: "kick retried (an exception in flight)")
             return
         }
+        if softEventMayBeInFlight(cpu.specialRegisters) {
+            retryKick = true
+            vcpu.count(event: "kick retried (a software interrupt at the guest's RIP)")
+            return
+        }
         var regs = cpu.registers
         kickReturn = regs.rip
         regs.rip = area.kickVirtual
         cpu.registers = regs
+    }
+
+    /// Whether a software interrupt or exception may be on its way into the guest: the
+    /// instruction at RIP (after any prefixes) is int3, int n, into or int1, or cannot
+    /// be read. KVM_GET_VCPU_EVENTS leaves such events out (`hasEventInFlight` cannot
+    /// see them: KVM expects the instruction to run again), yet KVM re-injects one that
+    /// an exit caught mid-delivery at the next entry, after decoding the instruction
+    /// RIP then points at to find the return address. A RIP moved meanwhile (a kick, an
+    /// upcall delivered in place) would take a bogus #BP or interrupt there; so RIP
+    /// stays, and the kick is retried.
+    private func softEventMayBeInFlight(_ sregs: SpecialRegisters) -> Bool {
+        let walker = GuestPageWalker(memory: domain.memory, root: FrameNumber((sregs.cr3 & 0x000f_ffff_ffff_f000) >> 12))
+        var address = cpu.registers.rip
+        for _ in 0..<4 {
+            guard let byte: UInt8 = try? walker.read(at: GuestVirtualAddress(address)) else { return true }
+            switch byte {
+            case 0xcc, 0xcd, 0xce, 0xf1: return true
+            case 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf0, 0xf2, 0xf3, 0x40...0x4f: address &+= 1
+            default: return false
+            }
+        }
+        return false
     }
 
     /// The guest RIP a pending kick replaced (see `enterKickStub`).
