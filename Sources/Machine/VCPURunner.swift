@@ -88,7 +88,9 @@ final class VCPURunner: @unchecked Sendable {
             blockedAtExit = vcpu.blockedTime
             wakeup.inGuest.store(false, ordering: .sequentiallyConsistent)
             cpu.clearKick()
+            let exitRIP = cpu.registers.rip
             handle(exit)
+            previousExit = (exit, exitRIP)
         }
         timer?.arm(at: nil)
         arming.disarmed()
@@ -100,6 +102,8 @@ final class VCPURunner: @unchecked Sendable {
     /// When the last KVM_RUN returned, and the vCPU's blocked time then (for the
     /// per-exit host time of --stats).
     private var exitedAt: UInt64?
+    /// The last exit handled, and the RIP it left the guest at (for a triple fault's report).
+    private var previousExit: (exit: VMExit, rip: UInt64)?
     private var blockedAtExit: UInt64 = 0
 
     // MARK: The in-VM core
@@ -391,7 +395,12 @@ final class VCPURunner: @unchecked Sendable {
                 interruptedInGuest = false
             }
         case .shutdown:
-            crash("triple fault")
+            // KVM resets a vCPU at a shutdown (an SVM VMCB is undefined after one): its
+            // registers now say nothing. Shown instead: the last state the hypervisor
+            // resumed the guest with, and the exit before this one.
+            let before = previousExit.map { "; the exit before it: \($0.exit) at rip \(hex($0.rip))" } ?? ""
+            crash("triple fault (the registers shown are the last the hypervisor resumed the guest with\(before))",
+                  context: lastResumed)
         case let .mmio(address, _, isWrite, _):
             crash("guest-physical access \(hex(address)) (\(isWrite ? "write" : "read")) outside the domain's memory")
         case .halt:
@@ -724,7 +733,12 @@ final class VCPURunner: @unchecked Sendable {
         crash("\(X86Exception.mnemonic(vector)) (error \(hex(errorCode))) in the hypervisor's ring-0 code at \(hex(rip)) \(target)")
     }
 
-    func crash(_ reason: String) {
+    func crash(_ reason: String, context saved: GuestContext? = nil) {
+        domain.crash("\(vcpu.name): \(reason)")
+        if crashReport == nil, let saved {
+            crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: saved)
+            return
+        }
         let regs = cpu.registers
         var context = GuestContext()
         context.rax = regs.rax; context.rbx = regs.rbx; context.rcx = regs.rcx; context.rdx = regs.rdx
@@ -732,7 +746,6 @@ final class VCPURunner: @unchecked Sendable {
         context.r8 = regs.r8; context.r9 = regs.r9; context.r10 = regs.r10; context.r11 = regs.r11
         context.r12 = regs.r12; context.r13 = regs.r13; context.r14 = regs.r14; context.r15 = regs.r15
         context.rip = regs.rip; context.rflags = regs.rflags
-        domain.crash("\(vcpu.name): \(reason)")
         if crashReport == nil { crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: context) }
     }
 }
