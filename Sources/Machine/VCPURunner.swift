@@ -102,7 +102,8 @@ final class VCPURunner: @unchecked Sendable {
     /// When the last KVM_RUN returned, and the vCPU's blocked time then (for the
     /// per-exit host time of --stats).
     private var exitedAt: UInt64?
-    /// The last exit handled, and the RIP it left the guest at (for a triple fault's report).
+    /// The last exit handled, and the vCPU's RIP when it happened (a stub's, for a stub
+    /// exit), for a triple fault's report.
     private var previousExit: (exit: VMExit, rip: UInt64)?
     private var blockedAtExit: UInt64 = 0
 
@@ -150,6 +151,13 @@ final class VCPURunner: @unchecked Sendable {
         stoppedInsideCore = area.isInsideCore(regs.rip)
         guard needsAttention() else { return false }
         if area.isReturnPoint(regs.rip) && regs.rsp == area.frameVirtual(vcpu.id) {
+            if cpu.hasEventInFlight {
+                // The iretq's own fault (a bad guest frame) on its way in: moving RIP
+                // would make it look like one in the hypervisor. Let it land first.
+                retryKick = true
+                vcpu.count(event: "kick retried (an exception in flight)")
+                return false
+            }
             stoppedInsideCore = false
             vcpu.count(event: "signal taken as a kick (on the way back to the guest)")
             resumeFromFrame(regs: regs, sregs: sregs)
@@ -281,10 +289,11 @@ final class VCPURunner: @unchecked Sendable {
     /// instruction at RIP (after any prefixes) is int3, int n, into or int1, or cannot
     /// be read. KVM_GET_VCPU_EVENTS leaves such events out (`hasEventInFlight` cannot
     /// see them: KVM expects the instruction to run again), yet KVM re-injects one that
-    /// an exit caught mid-delivery at the next entry, after decoding the instruction
-    /// RIP then points at to find the return address. A RIP moved meanwhile (a kick, an
-    /// upcall delivered in place) would take a bogus #BP or interrupt there; so RIP
-    /// stays, and the kick is retried.
+    /// an exit caught mid-delivery at the next entry. On Intel it does so with the
+    /// saved instruction length at whatever RIP then is: a RIP moved meanwhile (a kick,
+    /// an upcall delivered in place) would take a bogus #BP or interrupt there. (On
+    /// AMD, KVM first checks that the same instruction is at RIP, and drops the event
+    /// otherwise.) So RIP stays, and the kick is retried.
     private func softEventMayBeInFlight(_ sregs: SpecialRegisters) -> Bool {
         let walker = GuestPageWalker(memory: domain.memory, root: FrameNumber((sregs.cr3 & 0x000f_ffff_ffff_f000) >> 12))
         let rip = cpu.registers.rip
@@ -389,12 +398,18 @@ final class VCPURunner: @unchecked Sendable {
                 interruptedInGuest = false
             }
         case .shutdown:
-            // KVM resets a vCPU at a shutdown (an SVM VMCB is undefined after one): its
-            // registers now say nothing. Shown instead: the last state the hypervisor
-            // resumed the guest with, and the exit before this one.
-            let before = previousExit.map { "; the exit before it: \($0.exit) at rip \(hex($0.rip))" } ?? ""
-            crash("triple fault (the registers shown are the last the hypervisor resumed the guest with\(before))",
-                  context: lastResumed)
+            // KVM on AMD resets a vCPU at a shutdown (the VMCB is undefined after one):
+            // its registers then say nothing, and the report shows the last state the
+            // host resumed the guest with instead (the core may have resumed it since).
+            let before = previousExit.map { "; the exit before it: \($0.exit), rip \(hex($0.rip)) then" } ?? ""
+            let sregs = cpu.specialRegisters
+            let reset = sregs.cr0 & 1 == 0 || (cpu.registers.rip == 0xfff0 && sregs.cs.selector == 0xf000)
+            if reset, let lastResumed {
+                crash("triple fault (KVM reset the vCPU; shown: the last state the host resumed the guest with\(before))",
+                      context: lastResumed)
+            } else {
+                crash("triple fault\(before.isEmpty ? "" : " (" + before.dropFirst(2) + ")")")
+            }
         case let .mmio(address, _, isWrite, _):
             crash("guest-physical access \(hex(address)) (\(isWrite ? "write" : "read")) outside the domain's memory")
         case .halt:
