@@ -102,6 +102,24 @@ final class VCPURunner: @unchecked Sendable {
     /// When the last KVM_RUN returned, and the vCPU's blocked time then (for the
     /// per-exit host time of --stats).
     private var exitedAt: UInt64?
+    /// For a triple fault's report: whether the vCPU's L4s still hold the hypervisor's
+    /// slots (without them the VM's own IDT, stacks and code are unmapped, and any
+    /// exception faults again).
+    private func hypervisorSlotsReport() -> String {
+        var parts: [String] = []
+        for (name, table) in [("kernel", vcpu.kernelTable), ("user", vcpu.userTable)] {
+            guard let table, let base = table.address else { continue }
+            let slots = domain.layout.hypervisorL4Entries.filter {
+                $0.slot >= HypervisorVirtualLayout.firstHypervisorL4Slot && $0.slot < HypervisorVirtualLayout.endHypervisorL4Slot
+            }
+            let wrong = slots.filter { slot, entry in
+                (try? domain.memory.read(UInt64.self, at: GuestPhysicalAddress(base.rawValue + UInt64(slot) * 8))) != entry
+            }.count
+            parts.append("\(name) L4 \(table): " + (wrong == 0 ? "its \(slots.count) hypervisor slots intact" : "\(wrong) of \(slots.count) hypervisor slots wrong"))
+        }
+        return parts.isEmpty ? "no L4" : parts.joined(separator: ", ")
+    }
+
     /// The last exit handled, and the vCPU's RIP when it happened (a stub's, for a stub
     /// exit), for a triple fault's report.
     private var previousExit: (exit: VMExit, rip: UInt64)?
@@ -404,11 +422,12 @@ final class VCPURunner: @unchecked Sendable {
             let before = previousExit.map { "; the exit before it: \($0.exit), rip \(hex($0.rip)) then" } ?? ""
             let sregs = cpu.specialRegisters
             let reset = sregs.cr0 & 1 == 0 || (cpu.registers.rip == 0xfff0 && sregs.cs.selector == 0xf000)
+            let slots = "; " + hypervisorSlotsReport()
             if reset, let lastResumed {
-                crash("triple fault (KVM reset the vCPU; shown: the last state the host resumed the guest with\(before))",
+                crash("triple fault (KVM reset the vCPU; shown: the last state the host resumed the guest with\(before)\(slots))",
                       context: lastResumed)
             } else {
-                crash("triple fault\(before.isEmpty ? "" : " (" + before.dropFirst(2) + ")")")
+                crash("triple fault (" + (before + slots).dropFirst(2) + ")")
             }
         case let .mmio(address, _, isWrite, _):
             crash("guest-physical access \(hex(address)) (\(isWrite ? "write" : "read")) outside the domain's memory")
