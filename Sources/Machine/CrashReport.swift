@@ -48,4 +48,23 @@ enum CrashReport {
         guard value >= 0xffff_ff80_0000_0000 || (value > 0x1000 && value < 0x8000_0000) else { return false }
         return (try? walker.translate(GuestVirtualAddress(value), write: false)) != nil
     }
+
+    /// For a triple fault's report: whether the vCPU's L4s still hold the hypervisor's
+    /// slots (without them the VM's own IDT, stacks and code are unmapped, and any
+    /// exception faults again).
+    static func hypervisorSlots(of vcpu: VCPU) -> String {
+        let domain = vcpu.domain
+        let slots = domain.layout.hypervisorL4Entries.filter {
+            $0.slot >= HypervisorVirtualLayout.firstHypervisorL4Slot && $0.slot < HypervisorVirtualLayout.endHypervisorL4Slot
+        }
+        var parts: [String] = []
+        for (name, table) in [("kernel", vcpu.kernelTable), ("user", vcpu.userTable)] {
+            guard let table, let base = table.address else { continue }
+            let wrong = slots.filter { slot, entry in
+                (try? domain.memory.read(UInt64.self, at: GuestPhysicalAddress(base.rawValue + UInt64(slot) * 8))) != entry
+            }.count
+            parts.append("\(name) L4 \(table): " + (wrong == 0 ? "its \(slots.count) hypervisor slots intact" : "\(wrong) of \(slots.count) hypervisor slots wrong"))
+        }
+        return parts.isEmpty ? "no L4" : parts.joined(separator: ", ")
+    }
 }

@@ -102,28 +102,10 @@ final class VCPURunner: @unchecked Sendable {
     /// When the last KVM_RUN returned, and the vCPU's blocked time then (for the
     /// per-exit host time of --stats).
     private var exitedAt: UInt64?
-    /// For a triple fault's report: whether the vCPU's L4s still hold the hypervisor's
-    /// slots (without them the VM's own IDT, stacks and code are unmapped, and any
-    /// exception faults again).
-    private func hypervisorSlotsReport() -> String {
-        var parts: [String] = []
-        for (name, table) in [("kernel", vcpu.kernelTable), ("user", vcpu.userTable)] {
-            guard let table, let base = table.address else { continue }
-            let slots = domain.layout.hypervisorL4Entries.filter {
-                $0.slot >= HypervisorVirtualLayout.firstHypervisorL4Slot && $0.slot < HypervisorVirtualLayout.endHypervisorL4Slot
-            }
-            let wrong = slots.filter { slot, entry in
-                (try? domain.memory.read(UInt64.self, at: GuestPhysicalAddress(base.rawValue + UInt64(slot) * 8))) != entry
-            }.count
-            parts.append("\(name) L4 \(table): " + (wrong == 0 ? "its \(slots.count) hypervisor slots intact" : "\(wrong) of \(slots.count) hypervisor slots wrong"))
-        }
-        return parts.isEmpty ? "no L4" : parts.joined(separator: ", ")
-    }
-
+    private var blockedAtExit: UInt64 = 0
     /// The last exit handled, and the vCPU's RIP when it happened (a stub's, for a stub
     /// exit), for a triple fault's report.
     private var previousExit: (exit: VMExit, rip: UInt64)?
-    private var blockedAtExit: UInt64 = 0
 
     // MARK: The in-VM core
 
@@ -422,7 +404,7 @@ final class VCPURunner: @unchecked Sendable {
             let before = previousExit.map { "; the exit before it: \($0.exit), rip \(hex($0.rip)) then" } ?? ""
             let sregs = cpu.specialRegisters
             let reset = sregs.cr0 & 1 == 0 || (cpu.registers.rip == 0xfff0 && sregs.cs.selector == 0xf000)
-            let slots = "; " + hypervisorSlotsReport()
+            let slots = "; " + CrashReport.hypervisorSlots(of: vcpu)
             if reset, let lastResumed {
                 crash("triple fault (KVM reset the vCPU; shown: the last state the host resumed the guest with\(before)\(slots))",
                       context: lastResumed)
@@ -791,25 +773,5 @@ public struct GuestSample: Sendable {
     /// One line of the samples file: seconds, vCPU, where, RIP.
     public var line: String {
         String(format: "%.6f %d ", Double(nanoseconds) / 1e9, vcpu) + place.rawValue + " " + String(format: "%016lx", rip)
-    }
-}
-
-/// The x86 instructions that raise a software interrupt or exception: int3 (CC), int n
-/// (CD ib), into (CE) and int1 (F1).
-enum SoftwareInterruptInstruction {
-    /// Whether the instruction whose bytes `byte(offset)` gives (nil: unreadable) may be
-    /// one, after any legacy or REX prefixes. Unreadable bytes, or prefixes filling the
-    /// 15 bytes an instruction may have, count as one: the caller then leaves RIP
-    /// alone, which is always safe.
-    static func mayBeAt(_ byte: (Int) -> UInt8?) -> Bool {
-        for offset in 0..<15 {
-            guard let value = byte(offset) else { return true }
-            switch value {
-            case 0xcc, 0xcd, 0xce, 0xf1: return true
-            case 0x26, 0x2e, 0x36, 0x3e, 0x64, 0x65, 0x66, 0x67, 0xf0, 0xf2, 0xf3, 0x40...0x4f: continue
-            default: return false
-            }
-        }
-        return true
     }
 }
