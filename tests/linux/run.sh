@@ -129,7 +129,7 @@ fi
 # with the box's own start), so a stalled boot prints each vCPU's state; the stalled
 # boot's log is kept as NAME.stalled.log and its end shown.
 # A boot that ends in a triple fault (exit 4, "triple fault") is retried the same way:
-# three of about ninety two-vCPU boots ended so in the emulated machine, none on this
+# four of about a hundred two-vCPU boots ended so in the emulated machine, none on this
 # host's /dev/kvm (under investigation, see the issue note; the emulated machine
 # itself also stopped twice in the same runs). Its report is shown before the retry.
 run_in_box() {
