@@ -614,7 +614,8 @@ final class VCPURunner: @unchecked Sendable {
             checkTimers()
             if let ports {
                 if ports.contains(where: { domain.isPending(port: $0) }) { break }
-                // As Xen's vcpu_kick of a poller: an upcall it would take ends the poll.
+                // An upcall the vCPU would take ends the poll, as in Xen (whose vcpu_kick
+                // also ends it for a masked one: a spurious wake-up Linux does not need).
                 if vcpu.upcallPending() && !vcpu.upcallMask() { break }
                 if let deadline, domain.systemTime() >= deadline { break }
             } else if vcpu.upcallPending() {
@@ -745,10 +746,12 @@ final class VCPURunner: @unchecked Sendable {
 
     func crash(_ reason: String, context saved: GuestContext? = nil) {
         domain.crash("\(vcpu.name): \(reason)")
-        if crashReport == nil, let saved {
-            crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: saved)
-            return
-        }
+        guard crashReport == nil else { return }
+        crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: saved ?? liveContext())
+    }
+
+    /// The vCPU's general registers, RIP and RFLAGS as KVM holds them now.
+    private func liveContext() -> GuestContext {
         let regs = cpu.registers
         var context = GuestContext()
         context.rax = regs.rax; context.rbx = regs.rbx; context.rcx = regs.rcx; context.rdx = regs.rdx
@@ -756,7 +759,7 @@ final class VCPURunner: @unchecked Sendable {
         context.r8 = regs.r8; context.r9 = regs.r9; context.r10 = regs.r10; context.r11 = regs.r11
         context.r12 = regs.r12; context.r13 = regs.r13; context.r14 = regs.r14; context.r15 = regs.r15
         context.rip = regs.rip; context.rflags = regs.rflags
-        if crashReport == nil { crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: context) }
+        return context
     }
 }
 
