@@ -75,6 +75,15 @@
     .equ UPCALL_MASK,          1            /* vcpu_info.evtchn_upcall_mask */
     .equ GP_STUB,              0xa00        /* StubCode.generalProtectionOffset */
     .equ ATTENTION_VECTOR,     0x83
+    .equ RECORDER_ENABLED,     0x7f8        /* CoreLayout.vcpuRecorderEnabled */
+    .equ RECORDER_COUNT,       0x800        /* CoreLayout.vcpuRecorderCount */
+    .equ RECORDER,             0x840        /* CoreLayout.vcpuRecorder */
+    .equ RECORDER_SLOT_MASK,   31           /* CoreLayout.recorderSlots - 1 */
+    .equ RECORDER_ENTRY_SHIFT, 5            /* log2 CoreLayout.recorderEntrySize */
+    .equ RECORD_CORE_RETURN,   0x100        /* CoreLayout.recordCoreReturn */
+    .equ RECORD_CORE_DEFER,    0x200        /* CoreLayout.recordCoreDefer */
+    .equ SAVED_RIP,            120          /* CoreLayout.savedRIP */
+    .equ SAVED_RSP,            144          /* CoreLayout.savedRSP */
     /* On the return path rsp points at the interrupt frame, 40 bytes below IST_TOP. */
     .equ ATTENTION_FROM_FRAME, CORE_BLOCK + ATTENTION - (IST_TOP - 40)
 
@@ -96,6 +105,28 @@
     push %r14
     push %r15
     .endm
+    /* The flight recorder (CoreLayout.vcpuRecorder): one entry of what, the saved
+     * frame's rip and rsp, and cr3, when the host enabled it. \block is the core block,
+     * \regs the saved registers; \t1 and \t2 are clobbered. */
+    .macro RECORD block, regs, what, t1, t2
+    cmpq $0, RECORDER_ENABLED(\block)
+    je 9f
+    mov RECORDER_COUNT(\block), \t1
+    lea 1(\t1), \t2
+    mov \t2, RECORDER_COUNT(\block)
+    and $RECORDER_SLOT_MASK, \t1
+    shl $RECORDER_ENTRY_SHIFT, \t1
+    lea RECORDER(\block, \t1), \t1
+    mov \what, 0(\t1)
+    mov SAVED_RIP(\regs), \t2
+    mov \t2, 8(\t1)
+    mov %cr3, \t2
+    mov \t2, 16(\t1)
+    mov SAVED_RSP(\regs), \t2
+    mov \t2, 24(\t1)
+9:
+    .endm
+
     .macro RESTORE_REGISTERS
     pop %r15
     pop %r14
@@ -179,6 +210,7 @@ domus_core_ud_entry:
     add $CORE_BLOCK, %rsi               /* 2nd argument: the core block */
     mov %cr3, %rdx                      /* 3rd argument: the guest's page table */
     mov %cr2, %r8                       /* 5th argument: the faulting address */
+    RECORD %rsi, %rdi, %rcx, %r9, %r10  /* what: the kind (CoreLayout.recordCoreEntry) */
     push %rdi
     push %rsi
     push %rcx
@@ -230,7 +262,13 @@ domus_core_ud_entry:
     mov %rax, %rdx
     shr $32, %rdx
     wrmsr
-6:  mov %r8, %rcx
+6:  mov $RECORD_CORE_DEFER, %rdx
+    mov $RECORD_CORE_RETURN, %rax
+    test %r9, %r9
+    cmovnz %rax, %rdx
+    or %r8, %rdx
+    RECORD %rsi, %rsp, %rdx, %rax, %rcx
+    mov %r8, %rcx
     test %r9, %r9
     jz .Ldeferred
     RESTORE_REGISTERS

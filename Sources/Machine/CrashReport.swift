@@ -49,21 +49,41 @@ enum CrashReport {
         return (try? walker.translate(GuestVirtualAddress(value), write: false)) != nil
     }
 
+    /// For a triple fault's report: what the frame a CR3 value names is now (its type,
+    /// references and pin, whether it holds the hypervisor's slots), and whether it
+    /// still maps `probe` (the RIP then). A CR3 whose table was freed and reused while
+    /// loaded shows up here as a frame that is no longer an L4.
+    static func describeRoot(cr3: UInt64, vcpu: VCPU, probe: UInt64) -> String {
+        let domain = vcpu.domain
+        let frame = FrameNumber((cr3 & 0x000f_ffff_ffff_f000) >> 12)
+        guard domain.layout.isRAM(frame) else { return "\(hex(cr3)) (not the domain's RAM)" }
+        let info = domain.state.withLock { $0.pages[frame] }
+        let kind = info.map { "\($0.type), count \($0.typeCount)\($0.pinned ? ", pinned" : "")" } ?? "no page information"
+        let walker = GuestPageWalker(memory: domain.memory, root: frame)
+        let mapped = (try? walker.translate(GuestVirtualAddress(probe), write: false)) != nil
+        return "\(hex(cr3)) (\(frame): \(kind); \(slotState(of: frame, domain: domain)); rip \(mapped ? "mapped" : "not mapped") there)"
+    }
+
+    /// Whether the L4 `table` holds the hypervisor's slots as they should be.
+    static func slotState(of table: FrameNumber, domain: Domain) -> String {
+        let slots = domain.layout.hypervisorL4Entries.filter {
+            $0.slot >= HypervisorVirtualLayout.firstHypervisorL4Slot && $0.slot < HypervisorVirtualLayout.endHypervisorL4Slot
+        }
+        guard let base = table.address else { return "no address" }
+        let wrong = slots.filter { slot, entry in
+            (try? domain.memory.read(UInt64.self, at: GuestPhysicalAddress(base.rawValue + UInt64(slot) * 8))) != entry
+        }.count
+        return wrong == 0 ? "its \(slots.count) hypervisor slots intact" : "\(wrong) of \(slots.count) hypervisor slots wrong"
+    }
+
     /// For a triple fault's report: whether the vCPU's L4s still hold the hypervisor's
     /// slots (without them the VM's own IDT, stacks and code are unmapped, and any
     /// exception faults again).
     static func hypervisorSlots(of vcpu: VCPU) -> String {
-        let domain = vcpu.domain
-        let slots = domain.layout.hypervisorL4Entries.filter {
-            $0.slot >= HypervisorVirtualLayout.firstHypervisorL4Slot && $0.slot < HypervisorVirtualLayout.endHypervisorL4Slot
-        }
         var parts: [String] = []
         for (name, table) in [("kernel", vcpu.kernelTable), ("user", vcpu.userTable)] {
-            guard let table, let base = table.address else { continue }
-            let wrong = slots.filter { slot, entry in
-                (try? domain.memory.read(UInt64.self, at: GuestPhysicalAddress(base.rawValue + UInt64(slot) * 8))) != entry
-            }.count
-            parts.append("\(name) L4 \(table): " + (wrong == 0 ? "its \(slots.count) hypervisor slots intact" : "\(wrong) of \(slots.count) hypervisor slots wrong"))
+            guard let table else { continue }
+            parts.append("\(name) L4 \(table): " + slotState(of: table, domain: vcpu.domain))
         }
         return parts.isEmpty ? "no L4" : parts.joined(separator: ", ")
     }

@@ -41,6 +41,8 @@ final class VCPURunner: @unchecked Sendable {
     private(set) var samples: [GuestSample] = []
     private let sampling: Bool
     private var startedAt: UInt64 = 0
+    /// The vCPU's flight recorder, kept where ring 0 runs natively (`FlightRecorder`).
+    let recorder: FlightRecorder?
 
     init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea, sampleInterval: UInt64? = nil) throws(KVMError) {
         self.vcpu = vcpu
@@ -49,6 +51,8 @@ final class VCPURunner: @unchecked Sendable {
         self.sampling = sampleInterval != nil
         self.arming = TimerArming(watchdog: sampleInterval ?? TimerArming.watchdog)
         self.wakeup = try Wakeup(cpu: cpu)
+        self.recorder = area.coreTraps ? FlightRecorder(memory: vcpu.domain.memory, area: area, vcpu: vcpu.id) : nil
+        recorder?.enable(true)
         vcpu.waker.withLock { $0 = wakeup }
     }
 
@@ -81,6 +85,10 @@ final class VCPURunner: @unchecked Sendable {
                 let spent = entered &- exitedAt
                 vcpu.chargeExit(spent > blocked ? spent - blocked : 0)
             }
+            if let recorder {
+                let regs = cpu.registers
+                recorder.record(CoreLayout.recordHostResume, rip: regs.rip, cr3: cpu.specialRegisters.cr3, rsp: regs.rsp)
+            }
             let exit = cpu.runOnce()
             let now = HostTime.monotonic()
             vcpu.cpuTime.add(now &- entered, ordering: .relaxed)
@@ -89,8 +97,10 @@ final class VCPURunner: @unchecked Sendable {
             wakeup.inGuest.store(false, ordering: .sequentiallyConsistent)
             cpu.clearKick()
             let exitRIP = cpu.registers.rip
+            let exitCR3 = cpu.specialRegisters.cr3
+            recorder?.record(CoreLayout.recordHostExit | FlightRecorder.exitCode(exit) << 16, rip: exitRIP, cr3: exitCR3, rsp: cpu.registers.rsp)
             handle(exit)
-            previousExit = (exit, exitRIP)
+            previousExit = (exit, exitRIP, exitCR3)
         }
         timer?.arm(at: nil)
         arming.disarmed()
@@ -103,9 +113,9 @@ final class VCPURunner: @unchecked Sendable {
     /// per-exit host time of --stats).
     private var exitedAt: UInt64?
     private var blockedAtExit: UInt64 = 0
-    /// The last exit handled, and the vCPU's RIP when it happened (a stub's, for a stub
-    /// exit), for a triple fault's report.
-    private var previousExit: (exit: VMExit, rip: UInt64)?
+    /// The last exit handled, and the vCPU's RIP and CR3 when it happened (a stub's RIP,
+    /// for a stub exit), for a triple fault's report.
+    private var previousExit: (exit: VMExit, rip: UInt64, cr3: UInt64)?
 
     // MARK: The in-VM core
 
@@ -401,7 +411,9 @@ final class VCPURunner: @unchecked Sendable {
             // KVM on AMD resets a vCPU at a shutdown (the VMCB is undefined after one):
             // its registers then say nothing, and the report shows the last state the
             // host resumed the guest with instead (the core may have resumed it since).
-            let before = previousExit.map { "; the exit before it: \($0.exit), rip \(hex($0.rip)) then" } ?? ""
+            let before = previousExit.map {
+                "; the exit before it: \($0.exit), rip \(hex($0.rip)) then, cr3 " + CrashReport.describeRoot(cr3: $0.cr3, vcpu: vcpu, probe: $0.rip)
+            } ?? ""
             let sregs = cpu.specialRegisters
             let reset = sregs.cr0 & 1 == 0 || (cpu.registers.rip == 0xfff0 && sregs.cs.selector == 0xf000)
             let slots = "; " + CrashReport.hypervisorSlots(of: vcpu)
@@ -748,6 +760,10 @@ final class VCPURunner: @unchecked Sendable {
         domain.crash("\(vcpu.name): \(reason)")
         guard crashReport == nil else { return }
         crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: saved ?? liveContext())
+        if let events = recorder?.lines(), !events.isEmpty {
+            crashReport? += "\n  its last ways into and out of the core and the host (flight recorder, oldest first):\n"
+                + events.joined(separator: "\n")
+        }
     }
 
     /// The vCPU's general registers, RIP and RFLAGS as KVM holds them now.

@@ -11,7 +11,7 @@
 public enum CoreLayout {
     /// Bumped whenever a layout below changes; the host writes it into every vCPU block
     /// and the core refuses to run (takes the slow path) on a mismatch.
-    public static let version: UInt64 = 0x444f_4d55_5330_0007   // "DOMUS0" + 7
+    public static let version: UInt64 = 0x444f_4d55_5330_0008   // "DOMUS0" + 8
 
     // MARK: Page information: one entry per RAM frame (Xen's page_info)
 
@@ -154,6 +154,28 @@ public enum CoreLayout {
 
     /// The registers of a multicall entry the core runs (laid out as `saved*`).
     public static let vcpuScratchRegisters = 0x600
+
+    /// The flight recorder: the last `recorderSlots` ways into and out of the core and
+    /// the host (what, rip, cr3, rsp; u64 each), in a ring, so that a vCPU that dies
+    /// inside the VM (a triple fault, which leaves no state behind) says what it did
+    /// last. u64 `vcpuRecorderEnabled`, set by the host: non-zero to record (ring0/entry.S
+    /// skips the recording otherwise); u64 `vcpuRecorderCount`: events recorded so far
+    /// (the next slot is count % slots). Offsets fixed in ring0/entry.S.
+    public static let vcpuRecorderEnabled = 0x7f8
+    public static let vcpuRecorderCount = 0x800
+    public static let vcpuRecorder = 0x840
+    public static let recorderSlots = 32
+    public static let recorderEntrySize = 32
+    /// The "what" word: the entry kind (`entry*`) in the low byte, or'ed with one of these.
+    public static let recordCoreEntry: UInt64 = 0x000
+    /// The core returns to the guest (rip, rsp: the frame it returns with; cr3 loaded).
+    public static let recordCoreReturn: UInt64 = 0x100
+    /// The core leaves to the host (deferred).
+    public static let recordCoreDefer: UInt64 = 0x200
+    /// The host resumed the vCPU (rip, rsp: what KVM_RUN starts with).
+    public static let recordHostResume: UInt64 = 0x400
+    /// The vCPU exited to the host (the exit reason's code in bits 16 and up).
+    public static let recordHostExit: UInt64 = 0x800
 
     /// A base-pointer field holding no table.
     public static let noFrame: UInt64 = ~0

@@ -77,6 +77,15 @@ struct Ring0EntryTests {
             "REQUEST_SWAP_GS": UInt64(CoreLayout.vcpuRequestSwapGS),
             "INACTIVE_GS_BASE": UInt64(CoreLayout.vcpuInactiveGSBase),
             "MSR_GS_BASE": UInt64(MSR.gsBase),
+            "RECORDER_ENABLED": UInt64(CoreLayout.vcpuRecorderEnabled),
+            "RECORDER_COUNT": UInt64(CoreLayout.vcpuRecorderCount),
+            "RECORDER": UInt64(CoreLayout.vcpuRecorder),
+            "RECORDER_SLOT_MASK": UInt64(CoreLayout.recorderSlots - 1),
+            "RECORDER_ENTRY_SHIFT": UInt64(CoreLayout.recorderEntrySize.trailingZeroBitCount),
+            "RECORD_CORE_RETURN": CoreLayout.recordCoreReturn,
+            "RECORD_CORE_DEFER": CoreLayout.recordCoreDefer,
+            "SAVED_RIP": UInt64(CoreLayout.savedRIP),
+            "SAVED_RSP": UInt64(CoreLayout.savedRSP),
             // The slot holding the frame address, from the frame (40 bytes below the top).
             "LSTAR_SELF": 0 &- (HypervisorArea.lstarFrameSlotBelowTop - 40),
         ]
