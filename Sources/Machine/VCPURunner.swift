@@ -28,7 +28,7 @@ final class VCPURunner: @unchecked Sendable {
     /// The user-mode CS/SS last returned to (the syscall stub does not record them).
     private var userCS = FlatSelector.userCS64
     private var userSS = FlatSelector.userSS64
-    private(set) var crashReport: String?
+    var crashReport: String?
     /// The user selectors last published to the core (`VCPU.resumedUserSelectors`).
     var publishedUserCS: UInt16 = 0
     var publishedUserSS: UInt16 = 0
@@ -115,7 +115,7 @@ final class VCPURunner: @unchecked Sendable {
     private var blockedAtExit: UInt64 = 0
     /// The last exit handled, and the vCPU's RIP and CR3 when it happened (a stub's RIP,
     /// for a stub exit), for a triple fault's report.
-    private var previousExit: (exit: VMExit, rip: UInt64, cr3: UInt64)?
+    var previousExit: (exit: VMExit, rip: UInt64, cr3: UInt64)?
 
     // MARK: The in-VM core
 
@@ -408,21 +408,7 @@ final class VCPURunner: @unchecked Sendable {
                 interruptedInGuest = false
             }
         case .shutdown:
-            // KVM on AMD resets a vCPU at a shutdown (the VMCB is undefined after one):
-            // its registers then say nothing, and the report shows the last state the
-            // host resumed the guest with instead (the core may have resumed it since).
-            let before = previousExit.map {
-                "; the exit before it: \($0.exit), rip \(hex($0.rip)) then, cr3 " + CrashReport.describeRoot(cr3: $0.cr3, vcpu: vcpu, probe: $0.rip)
-            } ?? ""
-            let sregs = cpu.specialRegisters
-            let reset = sregs.cr0 & 1 == 0 || (cpu.registers.rip == 0xfff0 && sregs.cs.selector == 0xf000)
-            let slots = "; " + CrashReport.hypervisorSlots(of: vcpu)
-            if reset, let lastResumed {
-                crash("triple fault (KVM reset the vCPU; shown: the last state the host resumed the guest with\(before)\(slots))",
-                      context: lastResumed)
-            } else {
-                crash("triple fault (" + (before + slots).dropFirst(2) + ")")
-            }
+            reportTripleFault()
         case let .mmio(address, _, isWrite, _):
             crash("guest-physical access \(hex(address)) (\(isWrite ? "write" : "read")) outside the domain's memory")
         case .halt:
@@ -754,28 +740,6 @@ final class VCPURunner: @unchecked Sendable {
         }
         let target = lastResumed.map { "returning to rip \(hex($0.rip)) cs \(hex(UInt64($0.cs))) rsp \(hex($0.rsp)) ss \(hex(UInt64($0.ss)))" } ?? ""
         crash("\(X86Exception.mnemonic(vector)) (error \(hex(errorCode))) in the hypervisor's ring-0 code at \(hex(rip)) \(target)")
-    }
-
-    func crash(_ reason: String, context saved: GuestContext? = nil) {
-        domain.crash("\(vcpu.name): \(reason)")
-        guard crashReport == nil else { return }
-        crashReport = CrashReport.describe(vcpu: vcpu, reason: reason, context: saved ?? liveContext())
-        if let events = recorder?.lines(), !events.isEmpty {
-            crashReport? += "\n  its last ways into and out of the core and the host (flight recorder, oldest first):\n"
-                + events.joined(separator: "\n")
-        }
-    }
-
-    /// The vCPU's general registers, RIP and RFLAGS as KVM holds them now.
-    private func liveContext() -> GuestContext {
-        let regs = cpu.registers
-        var context = GuestContext()
-        context.rax = regs.rax; context.rbx = regs.rbx; context.rcx = regs.rcx; context.rdx = regs.rdx
-        context.rsi = regs.rsi; context.rdi = regs.rdi; context.rsp = regs.rsp; context.rbp = regs.rbp
-        context.r8 = regs.r8; context.r9 = regs.r9; context.r10 = regs.r10; context.r11 = regs.r11
-        context.r12 = regs.r12; context.r13 = regs.r13; context.r14 = regs.r14; context.r15 = regs.r15
-        context.rip = regs.rip; context.rflags = regs.rflags
-        return context
     }
 }
 
