@@ -33,6 +33,10 @@
  * allocation) by setting the vCPU's event mask, and passes every other #GP to the
  * stubs page's handler untouched.
  *
+ * Where the host enables it, each way into the core and each way out (return or
+ * deferral) is written into the vCPU's flight recorder (RECORD; see
+ * Sources/Machine/FlightRecorder.swift), which crash reports end with.
+ *
  * The offsets below repeat Sources/Machine/HypervisorArea.swift and
  * Sources/Ring0Core/CoreLayout.swift; Tests/MachineTests checks that they agree.
  * The image is linked at 0 (ring0/core.ld) and is position-independent: it only
