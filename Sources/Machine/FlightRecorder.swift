@@ -6,8 +6,8 @@ import Ring0Core
 /// and out of the in-VM core (written by ring0/entry.S) and of the host (written here),
 /// with the rip, cr3 and rsp of each. A vCPU that dies inside the VM — a triple fault
 /// leaves no registers behind on AMD, and the host saw nothing since its last exit —
-/// then still says what it did last. On where ring 0 runs natively (it costs a dozen
-/// instructions per core entry, which a host that emulates ring 0 would feel).
+/// then still says what it did last. Kept only where ring 0 runs natively: it costs a
+/// dozen instructions per core entry, which a host that emulates ring 0 would feel.
 struct FlightRecorder {
     let memory: GuestMemory
     /// Guest-physical address of the vCPU's core block.

@@ -101,7 +101,7 @@ dk_install_pkgs() {
 
 # dk_qemu_major CMD → the major version of QEMU binary CMD (nothing if it is missing).
 dk_qemu_major() {
-  "$1" --version 2>/dev/null | sed -n 's/^QEMU emulator version \([0-9][0-9]*\)\..*/\1/p' | head -n 1
+  { "$1" --version 2>/dev/null || true; } | sed -n 's/^QEMU emulator version \([0-9][0-9]*\)\..*/\1/p' | head -n 1
 }
 
 # dk_need_qemu STEP MAJOR — qemu-system-x86_64 of version MAJOR or later: Debian's
@@ -114,7 +114,7 @@ dk_need_qemu() {
   [[ -n $have ]] || { dk_install_pkgs "$step" qemu-system-x86; have=$(dk_qemu_major qemu-system-x86_64); }
   [[ -n $have ]] || dk_die "$step" "qemu-system-x86_64 is missing and could not be installed"
   ((have >= want)) && return 0
-  codename=$(. /etc/os-release 2>/dev/null && printf '%s' "${VERSION_CODENAME:-}")
+  codename=$(. /etc/os-release 2>/dev/null && printf '%s' "${VERSION_CODENAME:-}") || codename=""
   if [[ $codename == bookworm && $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
     local list=/etc/apt/sources.list.d/domus-bookworm-backports.sources out t0
     if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
