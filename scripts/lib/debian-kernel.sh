@@ -99,43 +99,6 @@ dk_install_pkgs() {
   dk_say "installed ${missing[*]} in $(dk_elapsed "$t0") s"
 }
 
-# dk_qemu_major CMD → the major version of QEMU binary CMD (nothing if it is missing).
-dk_qemu_major() {
-  { "$1" --version 2>/dev/null || true; } | sed -n 's/^QEMU emulator version \([0-9][0-9]*\)\..*/\1/p' | head -n 1
-}
-
-# dk_need_qemu STEP MAJOR — qemu-system-x86_64 of version MAJOR or later: Debian's
-# package, and where the release's QEMU is older (Debian 12 has 7.2), the one from
-# bookworm-backports, whose suite is added to apt's sources for it. A QEMU still too
-# old afterwards is used with a warning (it runs, with the bug that made us ask).
-dk_need_qemu() {
-  local step=$1 want=$2 have codename
-  have=$(dk_qemu_major qemu-system-x86_64)
-  [[ -n $have ]] || { dk_install_pkgs "$step" qemu-system-x86; have=$(dk_qemu_major qemu-system-x86_64); }
-  [[ -n $have ]] || dk_die "$step" "qemu-system-x86_64 is missing and could not be installed"
-  ((have >= want)) && return 0
-  codename=$(. /etc/os-release 2>/dev/null && printf '%s' "${VERSION_CODENAME:-}") || codename=""
-  if [[ $codename == bookworm && $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    local list=/etc/apt/sources.list.d/domus-bookworm-backports.sources out t0
-    if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-      dk_say "adding bookworm-backports to apt's sources ($list): QEMU $have is older than $want"
-      printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
-        'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$list"
-    fi
-    dk_say "installing qemu-system-x86 from bookworm-backports (QEMU $have is older than $want)"
-    t0=$(dk_now)
-    if out=$(timeout 600 apt-get update -q 2>&1) &&
-      out=$(DEBIAN_FRONTEND=noninteractive timeout 1800 apt-get install -y -q --no-install-recommends \
-        -t bookworm-backports qemu-system-x86 2>&1); then
-      dk_say "installed QEMU $(dk_qemu_major qemu-system-x86_64) in $(dk_elapsed "$t0") s"
-    else
-      printf '%s\n' "$out" | tail -n 5 >&2
-    fi
-    have=$(dk_qemu_major qemu-system-x86_64)
-  fi
-  ((have >= want)) || dk_say "warning: QEMU $have is older than $want; see docs/amdv-box.md (\"QEMU version\")"
-}
-
 # dk_apt_candidate PKG → prints "VERSION" of the candidate, fails if unknown.
 dk_apt_candidate() {
   local v

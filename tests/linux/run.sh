@@ -129,10 +129,9 @@ fi
 # with the box's own start), so a stalled boot prints each vCPU's state; the stalled
 # boot's log is kept as NAME.stalled.log and its end shown.
 # A boot that ends in a triple fault (exit 4, "triple fault") is retried the same way.
-# QEMU 7.2's nested-SVM emulation ended about one two-vCPU box boot in eight so, by
-# running the guest on the box kernel's own state (docs/amdv-box.md, "QEMU version");
-# the box now uses a newer QEMU, and the retry stays in case another one does the same.
-# Its report (with the flight recorders) is shown before the retry.
+# The emulated machine ends about one two-vCPU box boot in twelve so, by running the
+# guest on the box kernel's own state (docs/amdv-box.md, "Known problem"), with QEMU
+# 7.2 and 10.0 alike. Its report (with the flight recorders) is shown before the retry.
 run_in_box() {
   local name=$1 command=$2
   run "$name" 700 "$command" scripts/amdv-box --timeout 1000 --
