@@ -167,6 +167,13 @@ public final class VirtualCPU: @unchecked Sendable {
         }
     }
 
+    /// CR3 as of the last exit (or as last assigned), without converting the rest of
+    /// the special registers (the exit path reads it for every exit).
+    public var cr3: UInt64 {
+        // SAFETY: as for `registers`.
+        run.pointee.s.regs.sregs.cr3
+    }
+
     // MARK: Direct register ioctls (setup and slow paths)
 
     public func getRegisters() throws(KVMError) -> Registers {

@@ -55,7 +55,7 @@ enum CrashReport {
     /// loaded shows up here as a frame that is no longer an L4.
     static func describeRoot(cr3: UInt64, vcpu: VCPU, probe: UInt64) -> String {
         let domain = vcpu.domain
-        let frame = FrameNumber((cr3 & 0x000f_ffff_ffff_f000) >> 12)
+        let frame = PageTableEntryRules.frame(cr3)   // CR3 holds its frame as a table entry does
         guard domain.layout.isRAM(frame) else { return "\(hex(cr3)) (not the domain's RAM)" }
         let info = domain.state.withLock { $0.pages[frame] }
         let kind = info.map { "\($0.type), count \($0.typeCount)\($0.pinned ? ", pinned" : "")" } ?? "no page information"

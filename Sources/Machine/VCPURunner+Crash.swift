@@ -23,7 +23,8 @@ extension VCPURunner {
             crash("triple fault (" + (before + slots).dropFirst(2) + ")")
         }
         // What the other vCPUs did meanwhile (a snapshot: they may still be running).
-        for other in domain.vcpus where other !== vcpu && recorder != nil {
+        guard recorder != nil else { return }
+        for other in domain.vcpus where other !== vcpu {
             let events = FlightRecorder(memory: domain.memory, area: area, vcpu: other.id).lines()
             guard !events.isEmpty else { continue }
             crashReport? += "\n  \(other.name)'s flight recorder meanwhile:\n" + events.joined(separator: "\n")

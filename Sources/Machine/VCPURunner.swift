@@ -87,7 +87,7 @@ final class VCPURunner: @unchecked Sendable {
             }
             if let recorder {
                 let regs = cpu.registers
-                recorder.record(CoreLayout.recordHostResume, rip: regs.rip, cr3: cpu.specialRegisters.cr3, rsp: regs.rsp)
+                recorder.record(CoreLayout.recordHostResume, rip: regs.rip, cr3: cpu.cr3, rsp: regs.rsp)
             }
             let exit = cpu.runOnce()
             let now = HostTime.monotonic()
@@ -96,11 +96,12 @@ final class VCPURunner: @unchecked Sendable {
             blockedAtExit = vcpu.blockedTime
             wakeup.inGuest.store(false, ordering: .sequentiallyConsistent)
             cpu.clearKick()
-            let exitRIP = cpu.registers.rip
-            let exitCR3 = cpu.specialRegisters.cr3
-            recorder?.record(CoreLayout.recordHostExit | FlightRecorder.exitCode(exit) << 16, rip: exitRIP, cr3: exitCR3, rsp: cpu.registers.rsp)
+            let exitRegisters = cpu.registers
+            let exitCR3 = cpu.cr3
+            recorder?.record(CoreLayout.recordHostExit | FlightRecorder.exitCode(exit) << 16,
+                             rip: exitRegisters.rip, cr3: exitCR3, rsp: exitRegisters.rsp)
             handle(exit)
-            previousExit = (exit, exitRIP, exitCR3)
+            previousExit = (exit, exitRegisters.rip, exitCR3)
         }
         timer?.arm(at: nil)
         arming.disarmed()
@@ -305,7 +306,7 @@ final class VCPURunner: @unchecked Sendable {
     /// AMD, KVM first checks that the same instruction is at RIP, and drops the event
     /// otherwise.) So RIP stays, and the kick is retried.
     private func softEventMayBeInFlight(_ sregs: SpecialRegisters) -> Bool {
-        let walker = GuestPageWalker(memory: domain.memory, root: FrameNumber((sregs.cr3 & 0x000f_ffff_ffff_f000) >> 12))
+        let walker = GuestPageWalker(memory: domain.memory, root: PageTableEntryRules.frame(sregs.cr3))
         let rip = cpu.registers.rip
         return SoftwareInterruptInstruction.mayBeAt { offset in
             try? walker.read(UInt8.self, at: GuestVirtualAddress(rip &+ UInt64(offset)))
