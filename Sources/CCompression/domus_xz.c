@@ -681,6 +681,36 @@ static void advise_huge_pages(uint8_t *buffer, size_t size) {
     if (end > start) (void)madvise((void *)start, end - start, MADV_HUGEPAGE);
 }
 
+/*
+ * The page faults on that fresh buffer are on the decoder's path too: ~0.3 s of a
+ * ~2 s decode in the emulated box. A second thread takes them ahead of the decoder
+ * with MADV_POPULATE_WRITE, which maps the pages without changing their contents, so
+ * it cannot disturb bytes the decoder has already written. Where the kernel lacks it
+ * (before Linux 5.14) or no thread can be made, the decoder takes the faults itself.
+ */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+struct prefault {
+    uint8_t *buffer;
+    size_t size;
+};
+
+static void *prefault_run(void *argument) {
+    const struct prefault *job = argument;
+    const uintptr_t page = 4096, step = (uintptr_t)2 << 20;
+    uintptr_t start = ((uintptr_t)job->buffer + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)job->buffer + job->size) & ~(page - 1);
+    while (start < end) {
+        uintptr_t next = (start + step) & ~(step - 1);
+        if (next > end) next = end;
+        if (madvise((void *)start, next - start, MADV_POPULATE_WRITE) != 0) break;
+        start = next;
+    }
+    return NULL;
+}
+
 enum domus_xz_status domus_xz_decode(const uint8_t *input, size_t input_size, uint8_t *output,
                                      size_t output_capacity, struct domus_xz_result *result) {
     memset(result, 0, sizeof(*result));
@@ -693,6 +723,9 @@ enum domus_xz_status domus_xz_decode(const uint8_t *input, size_t input_size, ui
     model_reset_state(model);
     model->lc = model->lp = model->pb = 0;
     advise_huge_pages(output, output_capacity);
+    struct prefault job = {output, output_capacity};
+    pthread_t prefaulter;
+    int prefaulting = output_capacity >= ((size_t)4 << 20) && pthread_create(&prefaulter, NULL, prefault_run, &job) == 0;
     /* A zero-capacity buffer still needs a non-NULL pointer to mean "decode". */
     static uint8_t empty;
     struct decoder d = {
@@ -704,6 +737,8 @@ enum domus_xz_status domus_xz_decode(const uint8_t *input, size_t input_size, ui
         .model = model,
     };
     enum domus_xz_status status = finish(&d, run(&d, result), result);
+    /* The buffer outlives the thread: it ends before the caller gets the buffer back. */
+    if (prefaulting) pthread_join(prefaulter, NULL);
     free(model);
     return status;
 }

@@ -43,6 +43,8 @@ public struct LoadedKernel: Sendable {
     public let layout: KernelLayout
     /// Whether the decompressed ELF came from a `DecompressedImageCache`.
     public var fromCache = false
+    /// How long each step of the load took (read, unpack, check), for the debug log.
+    public var steps: [(name: String, duration: Duration)] = []
 
     /// The bytes to copy to `segment.virtualAddress`; the domain builder zeroes the
     /// remaining `memorySize - fileSize` bytes (libelf-loader.c `elf_load_image`).
@@ -59,13 +61,17 @@ public enum KernelImage {
     public static func load(
         bytes: [UInt8], options: ImageLoadOptions = ImageLoadOptions()
     ) throws(ImageError) -> LoadedKernel {
+        let clock = ContinuousClock()
+        let start = clock.now
         var cached = false
         let (format, elfBytes) = try unpack(bytes, options: options, fromCache: &cached)
+        let unpacked = clock.now
         let elf = try ELFFile(bytes: elfBytes)
         let notes = try XenNotes(elf: elf)
         let layout = try KernelLayout(elf: elf, notes: notes)
         var kernel = LoadedKernel(format: format, elf: elf, notes: notes, layout: layout)
         kernel.fromCache = cached
+        kernel.steps = [(cached ? "cache lookup" : "unpack", unpacked - start), ("check", clock.now - unpacked)]
         return kernel
     }
 
@@ -74,7 +80,13 @@ public enum KernelImage {
     public static func load(
         path: String, options: ImageLoadOptions = ImageLoadOptions()
     ) throws(ImageError) -> LoadedKernel {
-        try load(bytes: readFile(path, limit: options.maxFileSize), options: options)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let bytes = try readFile(path, limit: options.maxFileSize)
+        let read = clock.now - start
+        var kernel = try load(bytes: bytes, options: options)
+        kernel.steps.insert(("read", read), at: 0)
+        return kernel
     }
 
     /// The ELF bytes inside `bytes`, and how they were packaged.

@@ -70,6 +70,7 @@ func runConsole(_ client: ControlClient, name: String, domid: UInt16) {
 
 struct Create: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "create",
         abstract: "Create a domain from an xl config file.",
         discussion: """
             As xl create: `domus create [-c] CONFIG [KEY=VALUE...]`. Each KEY=VALUE is a config line \
@@ -127,7 +128,7 @@ struct Create: ParsableCommand {
 }
 
 struct List: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List domains (Domain-0 is the host).")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List domains (Domain-0 is the host).")
 
     @OptionGroup var connection: ConnectionOptions
     @Flag(name: [.short, .long], help: "Print each domain's configuration as JSON, as xl list -l does.")
@@ -155,7 +156,7 @@ struct List: ParsableCommand {
 }
 
 struct Console: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Attach to a domain's console (Ctrl-] detaches).")
+    static let configuration = CommandConfiguration(commandName: "console", abstract: "Attach to a domain's console (Ctrl-] detaches).")
 
     @OptionGroup var connection: ConnectionOptions
     @Option(help: "Bytes of earlier output to show first (default 4096; 0 for none).")
@@ -220,6 +221,7 @@ struct ShutdownOrReboot {
 
 struct Shutdown: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "shutdown",
         abstract: "Ask a domain to shut down (writes control/shutdown = poweroff).")
 
     @OptionGroup var connection: ConnectionOptions
@@ -238,7 +240,7 @@ struct Shutdown: ParsableCommand {
 }
 
 struct Reboot: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Ask a domain to reboot (writes control/shutdown = reboot).")
+    static let configuration = CommandConfiguration(commandName: "reboot", abstract: "Ask a domain to reboot (writes control/shutdown = reboot).")
 
     @OptionGroup var connection: ConnectionOptions
     @Flag(name: [.short, .long], help: "Wait for the domain to go.")
@@ -269,21 +271,21 @@ extension SimpleDomainCommand {
 }
 
 struct Destroy: SimpleDomainCommand {
-    static let configuration = CommandConfiguration(abstract: "Destroy a domain at once.")
+    static let configuration = CommandConfiguration(commandName: "destroy", abstract: "Destroy a domain at once.")
     static let operation = ControlOperation.destroy
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The domain (name or id).") var domain: String
 }
 
 struct Pause: SimpleDomainCommand {
-    static let configuration = CommandConfiguration(abstract: "Pause a domain.")
+    static let configuration = CommandConfiguration(commandName: "pause", abstract: "Pause a domain.")
     static let operation = ControlOperation.pause
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The domain (name or id).") var domain: String
 }
 
 struct Unpause: SimpleDomainCommand {
-    static let configuration = CommandConfiguration(abstract: "Unpause a domain.")
+    static let configuration = CommandConfiguration(commandName: "unpause", abstract: "Unpause a domain.")
     static let operation = ControlOperation.unpause
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The domain (name or id).") var domain: String

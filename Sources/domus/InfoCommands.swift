@@ -69,7 +69,7 @@ struct VcpuList: ParsableCommand {
 }
 
 struct Info: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Describe the host and the hypervisor, as xl info does.")
+    static let configuration = CommandConfiguration(commandName: "info", abstract: "Describe the host and the hypervisor, as xl info does.")
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "Print only the value of keys starting with this.") var key: String?
 
@@ -80,7 +80,7 @@ struct Info: ParsableCommand {
 }
 
 struct Dmesg: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the hypervisor's log.")
+    static let configuration = CommandConfiguration(commandName: "dmesg", abstract: "Print the hypervisor's log.")
     @OptionGroup var connection: ConnectionOptions
 
     func run() throws {
@@ -90,7 +90,7 @@ struct Dmesg: ParsableCommand {
 }
 
 struct Uptime: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print how long domains have been up.")
+    static let configuration = CommandConfiguration(commandName: "uptime", abstract: "Print how long domains have been up.")
     @OptionGroup var connection: ConnectionOptions
     @Flag(name: .short, help: "Short form, like uptime(1).") var short = false
     @Argument(help: "Only these domains (names or ids).") var domains: [String] = []
@@ -105,7 +105,7 @@ struct Uptime: ParsableCommand {
 }
 
 struct Domid: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the id of the domain with this name.")
+    static let configuration = CommandConfiguration(commandName: "domid", abstract: "Print the id of the domain with this name.")
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The domain's name.") var name: String
 
@@ -122,7 +122,7 @@ struct Domid: ParsableCommand {
 }
 
 struct Domname: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the name of the domain with this id.")
+    static let configuration = CommandConfiguration(commandName: "domname", abstract: "Print the name of the domain with this id.")
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The domain's id.") var id: String
 
@@ -137,7 +137,7 @@ struct Domname: ParsableCommand {
 }
 
 struct Rename: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Rename a domain.")
+    static let configuration = CommandConfiguration(commandName: "rename", abstract: "Rename a domain.")
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The domain (name or id).") var domain: String
     @Argument(help: "Its new name.") var newName: String

@@ -33,6 +33,7 @@ struct Domus: ParsableCommand {
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Boot a PV guest kernel in the foreground, with its console on stdout.",
         discussion: """
             Exit status: 0 poweroff, 1 the guest crashed, 2 bad input, 3 reboot, 4 the hypervisor \

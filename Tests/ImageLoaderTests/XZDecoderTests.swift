@@ -170,6 +170,23 @@ struct XZDecoderTests {
         }
     }
 
+    @Test("A kernel-sized output (pages prefaulted by a second thread while it decodes) is byte for byte liblzma's input")
+    func largeOutput() throws {
+        var random = SplitMix64(state: 0x1a76e)
+        // Past the 4 MiB from which the decoder prefaults its output on another thread;
+        // not a multiple of the page size, so the last page is partly outside the buffer.
+        let data = testData(&random, size: (9 << 20) + 123)
+        var encoding = XZEncoding()
+        encoding.x86 = true
+        encoding.check = LZMA_CHECK_CRC32
+        let compressed = try encodeXZ(data, encoding)
+        guard case .decoded(let output) = Decompressor.oneShotXZ(compressed[...], limit: 1 << 30) else {
+            Issue.record("a \(data.count)-byte stream did not decode")
+            return
+        }
+        #expect(sameBytes(output, data))
+    }
+
     @Test("Streams it does not take go to liblzma and still decode")
     func fallback() throws {
         var random = SplitMix64(state: 7)

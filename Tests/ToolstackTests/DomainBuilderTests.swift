@@ -40,6 +40,22 @@ func buildError(_ build: () throws -> PreparedDomain) -> BuildError? {
 struct DomainBuilderTests {
     static let initrd = pattern(3 * 4096 + 100, seed: 9)
 
+    @Test("The image is copied in 4 MiB chunks on several threads: every byte lands, nothing else is written")
+    func parallelCopy() throws {
+        let memory = try GuestMemory(ramBytes: 32 << 20)
+        let big = (0..<((9 << 20) + 5)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 12) }
+        let small: [UInt8] = [1, 2, 3]
+        try DomainBuilder.copyInParallel([(big[10...], 0x10_0000), (small[...], 0x1_800_000)], into: memory)
+        #expect(try memory.readBytes(at: GuestPhysicalAddress(0x10_0000), count: big.count - 10) == Array(big[10...]))
+        #expect(try memory.readBytes(at: GuestPhysicalAddress(0x1_800_000), count: 3) == small)
+        #expect(try memory.readBytes(at: GuestPhysicalAddress(0x10_0000 + UInt64(big.count - 10)), count: 64) == [UInt8](repeating: 0, count: 64))
+        #expect(try memory.readBytes(at: GuestPhysicalAddress(0xF_FFC0), count: 64) == [UInt8](repeating: 0, count: 64))
+        // A piece outside the domain's memory is the guest-memory error, not a crash.
+        #expect(throws: GuestMemoryError.self) {
+            try DomainBuilder.copyInParallel([(small[...], (32 << 20) - 1)], into: memory)
+        }
+    }
+
     @Test("The kernel lands by p_paddr; memory past p_filesz is zero")
     func image() throws {
         let directory = try TemporaryDirectory()
