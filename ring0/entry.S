@@ -25,6 +25,12 @@
  * handler (FastTraps); the error code waits in the vCPU block meanwhile, and a
  * deferred fault leaves through vector 14's stub with its frame as the CPU pushed it.
  *
+ * domus_core_timer_entry (the local APIC timer's gate, where the VM has one) signals
+ * the end of the interrupt and hands it to the core (FastTimer), which raises
+ * VIRQ_TIMER and delivers the upcall; anything it defers leaves through the attention
+ * stub, as a flagged return does. The core's deadlines reach IA32_TSC_DEADLINE with
+ * the other requests on the way out.
+ *
  * domus_core_ud_entry (gate 6, likewise) answers Xen's forced-emulation CPUID
  * (FastCPUID); anything else leaves through vector 6's stub.
  *
@@ -68,6 +74,10 @@
     .equ KIND_SYSCALL,         1            /* CoreLayout.entrySyscall */
     .equ KIND_PAGE_FAULT,      2            /* CoreLayout.entryPageFault */
     .equ KIND_INVALID_OPCODE,  3            /* CoreLayout.entryInvalidOpcode */
+    .equ KIND_TIMER,           4            /* CoreLayout.entryTimer */
+    .equ REQUEST_DEADLINE,     0x5d0        /* CoreLayout.vcpuRequestDeadline */
+    .equ MSR_TSC_DEADLINE,     0x6e0
+    .equ MSR_X2APIC_EOI,       0x80b
     .equ INVALID_OPCODE_VECTOR, 6
     .equ TRAP_ERROR_CODE,      0xf8         /* CoreLayout.vcpuTrapErrorCode */
     .equ PAGE_FAULT_VECTOR,    14
@@ -199,6 +209,33 @@ domus_core_pf_entry:
     mov $KIND_PAGE_FAULT, %ecx
     jmp .Lcommon
 
+    .globl domus_core_timer_entry
+domus_core_timer_entry:
+    /* From guest code only: the hypervisor's ring-0 code runs with IF clear. */
+    testb $3, 8(%rsp)
+    jz .Ltimer_ring0
+    SAVE_REGISTERS
+    mov $MSR_X2APIC_EOI, %ecx
+    xor %eax, %eax
+    xor %edx, %edx
+    wrmsr
+    mov $KIND_TIMER, %ecx
+    jmp .Lcommon
+.Ltimer_ring0:
+    /* Not expected; ended and dropped (the host checks the guest's timer at its next
+     * exit, which that ring-0 code is on its way to). */
+    push %rax
+    push %rcx
+    push %rdx
+    mov $MSR_X2APIC_EOI, %ecx
+    xor %eax, %eax
+    xor %edx, %edx
+    wrmsr
+    pop %rdx
+    pop %rcx
+    pop %rax
+    iretq
+
     .globl domus_core_ud_entry
 domus_core_ud_entry:
     testb $3, 8(%rsp)
@@ -255,7 +292,15 @@ domus_core_ud_entry:
     mov %rax, %rdx
     shr $32, %rdx
     wrmsr
-5:  cmpq $0, REQUEST_SWAP_GS(%rsi)      /* a switch to guest user mode (iret) */
+5:  mov REQUEST_DEADLINE(%rsi), %rax     /* the guest's timer (FastTimer) */
+    test %rax, %rax
+    jz 10f
+    movq $0, REQUEST_DEADLINE(%rsi)
+    mov %rax, %rdx
+    shr $32, %rdx
+    mov $MSR_TSC_DEADLINE, %ecx
+    wrmsr
+10: cmpq $0, REQUEST_SWAP_GS(%rsi)      /* a switch to guest user mode (iret) */
     je 6f
     movq $0, REQUEST_SWAP_GS(%rsi)
     mov $MSR_GS_BASE, %ecx
@@ -293,8 +338,12 @@ domus_core_return_path_end:
     je 7f
     cmp $KIND_INVALID_OPCODE, %ecx
     je 8f
+    cmp $KIND_TIMER, %ecx
+    je 11f
     RESTORE_REGISTERS
     jmp domus_core_entry - STUBS_TO_CORE + HYPERCALL_VECTOR * STUB_STRIDE
+11: RESTORE_REGISTERS
+    jmp domus_core_entry - STUBS_TO_CORE + ATTENTION_VECTOR * STUB_STRIDE
 4:  RESTORE_REGISTERS
     mov 24(%rsp), %rsp                  /* the guest's rsp, as at the `syscall` */
     jmp domus_core_entry - STUBS_TO_CORE + SYSCALL_STUB

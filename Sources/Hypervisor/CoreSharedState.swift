@@ -40,6 +40,30 @@ public final class DomainStateLock: @unchecked Sendable {
 }
 
 extension Domain {
+    /// Writes each vCPU's VIRQ_TIMER port into its core block (0: none), for the
+    /// core's local timer (`FastTimer`); after every bind and close.
+    public func publishTimerPorts() {
+        let ports = state.withLock { state in vcpus.indices.map { state.events.virqPort(vcpu: $0, virq: VIRQ.timer) } }
+        for (vcpu, port) in zip(vcpus, ports) { vcpu.setCoreWord(CoreLayout.vcpuTimerPort, UInt64(port ?? 0)) }
+    }
+
+    /// Marks vCPU `index` as blocked in SCHEDOP_poll, or no longer (the core's
+    /// `headerPollers`).
+    public func setPolling(_ index: Int, _ polling: Bool) {
+        guard index >= 0, index < 64 else { return }
+        let word = GuestPhysicalAddress(layout.coreHeader.rawValue + UInt64(CoreLayout.headerPollers))
+        let bit: UInt64 = 1 << UInt64(index)
+        _ = try? polling ? memory.atomicFetchOr(bit, at: word) : memory.atomicFetchAnd(~bit, at: word)
+    }
+
+    /// Wakes the vCPUs blocked in SCHEDOP_poll (`setPolling`), to look at their ports
+    /// again: after the core raised an event without the host.
+    public func wakePollers() {
+        let word = GuestPhysicalAddress(layout.coreHeader.rawValue + UInt64(CoreLayout.headerPollers))
+        guard let pollers = try? memory.atomicLoad64(at: word), pollers != 0 else { return }
+        for (index, vcpu) in vcpus.enumerated() where index < 64 && pollers & (1 << UInt64(index)) != 0 { vcpu.wake() }
+    }
+
     /// Writes the parts of the core header the host owns (done at creation).
     func initialiseCoreHeader() {
         let header = layout.coreHeader.rawValue
@@ -89,7 +113,8 @@ extension Domain {
         let kinds = [(CoreLayout.inVMPageFault, "#PF"), (CoreLayout.inVMUserSyscall, "system call from user mode"),
                      (CoreLayout.inVMEventUpcall, "event upcall"),
                      (CoreLayout.inVMPageTableWrite, "page-table write emulated (#PF)"),
-                     (CoreLayout.inVMCPUID, "forced-emulation CPUID (#UD)")]
+                     (CoreLayout.inVMCPUID, "forced-emulation CPUID (#UD)"),
+                     (CoreLayout.inVMTimer, "timer interrupt (VIRQ_TIMER raised)")]
         var totals: [String: UInt64] = [:]
         for vcpu in vcpus {
             for (slot, name) in kinds {
@@ -159,13 +184,35 @@ extension VCPU {
         setCoreWord(CoreLayout.vcpuTimerArmedTSC, armedTSC)
     }
 
+    /// Gives the core the pair of guest system time and guest TSC that the vCPU's
+    /// time info now holds, and the TSC rate, for the deadlines it arms (`FastTimer`).
+    public func publishTimeBase(systemTime: UInt64, tsc: UInt64, tscHz: UInt64) {
+        setCoreWord(CoreLayout.vcpuTimeBase, systemTime)
+        setCoreWord(CoreLayout.vcpuTSCBase, tsc)
+        // Ticks per nanosecond in 32.32 fixed point, rounded up so that a deadline is
+        // never armed early.
+        let (quotient, remainder) = (tscHz << 32).quotientAndRemainder(dividingBy: 1_000_000_000)
+        setCoreWord(CoreLayout.vcpuTSCPerNanosecond, quotient + (remainder == 0 ? 0 : 1))
+    }
+
+    /// Whether the guest's single-shot timer runs on this vCPU's local APIC (FastTimer).
+    public func enableLocalTimer(_ enabled: Bool) { setCoreWord(CoreLayout.vcpuLocalTimer, enabled ? 1 : 0) }
+
+    /// The deadline the local APIC timer is armed for (0: none), as the core last set
+    /// it or the host did.
+    public var localTimerDue: UInt64 {
+        get { coreWord(CoreLayout.vcpuTimerDue) }
+        set { setCoreWord(CoreLayout.vcpuTimerDue, newValue) }
+    }
+
     /// A single-shot deadline the core took since the last call, now copied into the
     /// host's timer state; nil when there was none.
     public func takeCoreTimerDeadline() -> UInt64? {
         guard coreWord(CoreLayout.vcpuTimerUpdated) != 0 else { return nil }
         let deadline = coreWord(CoreLayout.vcpuTimerDeadline)
         setCoreWord(CoreLayout.vcpuTimerUpdated, 0)
-        timer.withLock { $0.deadline = deadline }
+        // 0: the core's local timer fired it (the core never takes a deadline of 0).
+        timer.withLock { $0.deadline = deadline == 0 ? nil : deadline }
         return deadline
     }
 

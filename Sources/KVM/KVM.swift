@@ -100,6 +100,21 @@ public final class VirtualMachine: @unchecked Sendable {
         }
     }
 
+    /// Whether KVM can emulate local APICs in the kernel with the TSC-deadline timer
+    /// (KVM_CAP_IRQCHIP and KVM_CAP_TSC_DEADLINE_TIMER).
+    public var hasLocalAPICTimer: Bool {
+        checkExtension(CKVM_CAP_IRQCHIP) > 0 && checkExtension(CKVM_CAP_TSC_DEADLINE_TIMER) > 0
+    }
+
+    /// KVM_CREATE_IRQCHIP: a local APIC per vCPU (and a PIC and an I/O APIC, unused)
+    /// emulated in the kernel, so that an APIC timer interrupt reaches the guest
+    /// without userspace. Only before the first vCPU is created.
+    public func createInterruptController() throws(KVMError) {
+        guard ckvm_ioctl_none(fd, CKVM_CREATE_IRQCHIP) == 0 else {
+            throw KVMError("KVM_CREATE_IRQCHIP", errno: errno)
+        }
+    }
+
     /// Creates vCPU `id` with its shared run area mapped.
     public func createVirtualCPU(id: UInt32) throws(KVMError) -> VirtualCPU {
         let vcpufd = ckvm_ioctl_int(fd, CKVM_CREATE_VCPU, UInt(id))

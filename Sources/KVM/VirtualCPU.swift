@@ -244,6 +244,15 @@ public final class VirtualCPU: @unchecked Sendable {
         guard written == count else { throw KVMError("KVM_SET_MSRS (wrote \(written) of \(count))", errno: errno) }
     }
 
+    /// KVM_SET_MP_STATE RUNNABLE: with the in-kernel local APIC, a vCPU other than the
+    /// first otherwise waits for INIT and SIPI, which a PV guest never sends.
+    public func makeRunnable() throws(KVMError) {
+        var state = kvm_mp_state(mp_state: CKVM_MP_STATE_RUNNABLE)
+        guard withUnsafeMutablePointer(to: &state, { ckvm_ioctl_ptr(fd, CKVM_SET_MP_STATE, $0) }) == 0 else {
+            throw KVMError("KVM_SET_MP_STATE", errno: errno)
+        }
+    }
+
     /// Reads model-specific registers.
     public func getMSRs(_ indices: [UInt32]) throws(KVMError) -> [UInt64] {
         var list = ckvm_msr_list()
@@ -289,6 +298,14 @@ public enum MSR {
     public static let tsc: UInt32 = 0x10
     public static let pat: UInt32 = 0x277
     public static let apicBase: UInt32 = 0x1b
+    public static let tscDeadline: UInt32 = 0x6e0
+    /// x2APIC registers (0x800 + the xAPIC offset / 16).
+    public static let x2apicTPR: UInt32 = 0x808
+    public static let x2apicSpurious: UInt32 = 0x80f
+    public static let x2apicTimerLVT: UInt32 = 0x832
+    public static let x2apicLINT0: UInt32 = 0x835
+    public static let x2apicLINT1: UInt32 = 0x836
+    public static let x2apicErrorLVT: UInt32 = 0x837
     public static let sysenterCS: UInt32 = 0x174
     public static let sysenterESP: UInt32 = 0x175
     public static let sysenterEIP: UInt32 = 0x176

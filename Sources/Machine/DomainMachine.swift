@@ -2,6 +2,7 @@ import Foundation
 import GuestMemory
 import Hypervisor
 import KVM
+import Ring0Core
 import XenABI
 
 /// Where a PV guest starts (the domain builder decides).
@@ -66,8 +67,10 @@ public final class DomainMachine: @unchecked Sendable {
     /// ready to start at `boot`.
     /// `sampleInterval`: record where each vCPU is this often (nanoseconds), for
     /// `guestSamples`; nil for no sampling.
+    /// `apicTimer`: run the guest's single-shot timer on each vCPU's local APIC, inside
+    /// the VM (`FastTimer`), where KVM and the host allow it.
     public init(kvm: KVMSystem, domain: Domain, area: HypervisorArea, boot: BootState, clock: KVMHostClock,
-                sampleInterval: UInt64? = nil) throws(MachineError) {
+                sampleInterval: UInt64? = nil, apicTimer: Bool = true) throws(MachineError) {
         self.domain = domain
         self.area = area
         guard let root = domain.vcpus.first?.kernelTable?.address else { throw .noKernelPageTable }
@@ -78,15 +81,17 @@ public final class DomainMachine: @unchecked Sendable {
                 try vm.setMemoryRegion(slot: UInt32(slot), guestPhysical: region.base.rawValue, size: region.size,
                                        hostAddress: region.hostAddress)
             }
+            let localTimer = apicTimer && Self.createLocalTimers(vm, area: area, domain: domain)
             let hostLeaves = try kvm.supportedCPUID()
             var runners: [VCPURunner] = []
             for vcpu in domain.vcpus {
                 let cpu = try vm.createVirtualCPU(id: UInt32(vcpu.id))
-                try cpu.setCPUID(Self.kvmCPUID(domain.cpuid, host: hostLeaves))
+                try cpu.setCPUID(Self.kvmCPUID(domain.cpuid, host: hostLeaves, localTimer: localTimer))
                 try Self.configure(cpu, vcpu: vcpu.id, area: area, cr3: root.rawValue,
                                    boot: vcpu.id == 0 ? boot : nil)
+                if localTimer { try Self.configureLocalTimer(cpu, vcpu: vcpu.id) }
                 if vcpu.id == 0 { clock.calibrate(with: cpu) }
-                runners.append(try VCPURunner(vcpu: vcpu, cpu: cpu, area: area, sampleInterval: sampleInterval))
+                runners.append(try VCPURunner(vcpu: vcpu, cpu: cpu, area: area, sampleInterval: sampleInterval, localTimer: localTimer))
             }
             self.runners = runners
         } catch {
@@ -97,12 +102,53 @@ public final class DomainMachine: @unchecked Sendable {
         for vcpu in domain.vcpus { TimeKeeper.update(vcpu) }
     }
 
-    /// The CPUID table KVM answers native `cpuid` with: the PV policy.
-    static func kvmCPUID(_ policy: CPUIDPolicy, host: [CPUIDEntry]) -> [CPUIDEntry] {
+    /// The CPUID table KVM answers native `cpuid` with: the PV policy, plus, for the
+    /// local APIC timer, x2APIC and the TSC-deadline timer (KVM accepts the MSRs only
+    /// for a vCPU whose table has them; the guest kernel asks the policy instead).
+    static func kvmCPUID(_ policy: CPUIDPolicy, host: [CPUIDEntry], localTimer: Bool = false) -> [CPUIDEntry] {
         policy.leaves.map {
-            CPUIDEntry(function: $0.function, index: $0.index, flags: $0.indexed ? CPUIDEntry.significantIndex : 0,
-                       eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
+            var ecx = $0.ecx
+            if localTimer && $0.function == 1 { ecx |= Self.cpuidX2APIC | Self.cpuidTSCDeadline }
+            return CPUIDEntry(function: $0.function, index: $0.index, flags: $0.indexed ? CPUIDEntry.significantIndex : 0,
+                              eax: $0.eax, ebx: $0.ebx, ecx: ecx, edx: $0.edx)
         }
+    }
+
+    static let cpuidX2APIC: UInt32 = 1 << 21
+    static let cpuidTSCDeadline: UInt32 = 1 << 24
+
+    /// Creates KVM's in-kernel local APICs for the guest's timer, where ring 0 runs
+    /// natively (the core takes the interrupt) and KVM has the TSC-deadline timer;
+    /// says whether it did. Before any vCPU exists.
+    static func createLocalTimers(_ vm: VirtualMachine, area: HypervisorArea, domain: Domain) -> Bool {
+        guard area.coreTraps, domain.vcpus.count <= 64,
+              vm.hasLocalAPICTimer else { return false }
+        do {
+            try vm.createInterruptController()
+            return true
+        } catch {
+            domain.log.log(.info, "d\(domain.id): no local APIC timer (\(error)); the host times the guest")
+            return false
+        }
+    }
+
+    /// Puts the vCPU's local APIC in x2APIC mode (no MMIO page) with its timer in
+    /// TSC-deadline mode on `FastTimer.timerVector`, every other interrupt source
+    /// masked, and lets a vCPU other than the first run without INIT and SIPI.
+    static func configureLocalTimer(_ cpu: VirtualCPU, vcpu: Int) throws(KVMError) {
+        let enabled: UInt64 = 1 << 11, x2apic: UInt64 = 1 << 10, bootstrap: UInt64 = 1 << 8
+        let masked: UInt64 = 1 << 16, tscDeadlineMode: UInt64 = 2 << 17
+        try cpu.setMSRs([(MSR.apicBase, 0xfee0_0000 | enabled | x2apic | (vcpu == 0 ? bootstrap : 0))])
+        try cpu.setMSRs([
+            (MSR.x2apicSpurious, 0x100 | 0xff),   // software-enabled, spurious vector 0xff
+            (MSR.x2apicTPR, 0),
+            (MSR.x2apicLINT0, masked),
+            (MSR.x2apicLINT1, masked),
+            (MSR.x2apicErrorLVT, masked),
+            (MSR.x2apicTimerLVT, tscDeadlineMode | UInt64(FastTimer.timerVector)),
+            (MSR.tscDeadline, 0),
+        ])
+        if vcpu != 0 { try cpu.makeRunnable() }
     }
 
     /// Puts a vCPU in 64-bit mode at ring 3 with Xen's GDT selectors, the IDT, the TSS

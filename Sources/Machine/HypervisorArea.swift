@@ -27,7 +27,8 @@ import XenABI
 ///     0xffff818000000000  slot 259  the same M2P again: the address XENMEM_machphys_mapping
 ///                                   reports, because some hosts (PVM) fault every ring-3
 ///                                   access to slot 256 (docs/machine-probes.md)
-///     0xffff808000000000  slot 257  stubs, IDT, core code and header, per-vCPU pages,
+///     0xffff808000000000  slot 257  stubs, IDT, core code and header, shared_info (for the
+///                                   core), per-vCPU pages,
 ///                                   page information (at +0x40_0000_0000); supervisor only
 ///     0xffff810000000000  slot 258  direct map of guest RAM; supervisor only
 public struct HypervisorArea: Sendable {
@@ -64,6 +65,8 @@ public struct HypervisorArea: Sendable {
     public static let m2pAliasVirtual: UInt64 = 0xffff_8180_0000_0000
     static let coreCodeVirtualOffset: UInt64 = 0x2000
     static let coreHeaderVirtualOffset: UInt64 = 0xa000
+    /// shared_info again, for the core (its event bitmaps; `FastTimer`).
+    static let sharedInfoVirtualOffset: UInt64 = 0xb000
     static let perVCPUVirtualOffset: UInt64 = 0x10_0000
     /// Per-vCPU blocks are this far apart and aligned to it (ring0/entry.S finds its
     /// vCPU's block by masking the stack pointer).
@@ -196,6 +199,7 @@ public struct HypervisorArea: Sendable {
                                     flags: PTE.present | PTE.accessed, l3: 1))
         }
         mappings.append(Mapping(virtual: privateVirtual + coreHeaderVirtualOffset, physical: page(43), flags: data, l3: 1))
+        mappings.append(Mapping(virtual: privateVirtual + sharedInfoVirtualOffset, physical: page(0), flags: data, l3: 1))
         for vcpu in 0..<vcpuCount {
             let virtual = privateVirtual + perVCPUVirtualOffset + UInt64(vcpu) * perVCPUVirtualStride
             for index in 0..<UInt64(pagesPerVCPU) {
@@ -309,7 +313,8 @@ public struct HypervisorArea: Sendable {
                                                  syscall: coreCodeVirtual + Ring0CoreImage.syscallEntryOffset,
                                                  generalProtection: coreCodeVirtual + Ring0CoreImage.generalProtectionEntryOffset,
                                                  pageFault: coreTraps ? coreCodeVirtual + Ring0CoreImage.pageFaultEntryOffset : nil,
-                                                 invalidOpcode: coreTraps ? coreCodeVirtual + Ring0CoreImage.invalidOpcodeEntryOffset : nil) : nil
+                                                 invalidOpcode: coreTraps ? coreCodeVirtual + Ring0CoreImage.invalidOpcodeEntryOffset : nil,
+                                                 timer: coreTraps ? coreCodeVirtual + Ring0CoreImage.timerEntryOffset : nil) : nil
         try memory.writeBytes(DescriptorTablesBuilder.idt(stubs: stubsVirtual, coreEntries: coreEntries), at: idt)
         for vcpu in 0..<vcpuCount {
             try memory.writeBytes(DescriptorTablesBuilder.tss(istTop: istTopVirtual(vcpu)), at: tss(vcpu))
@@ -325,6 +330,8 @@ public struct HypervisorArea: Sendable {
             try memory.write(frameVirtual(vcpu), at: GuestPhysicalAddress(istStack(vcpu).rawValue + pageSize - Self.lstarFrameSlotBelowTop))
             try memory.write(CoreLayout.version, at: GuestPhysicalAddress(block + UInt64(CoreLayout.vcpuVersion)))
         }
+        try memory.write(Self.privateVirtual + Self.sharedInfoVirtualOffset,
+                         at: GuestPhysicalAddress(coreHeader.rawValue + UInt64(CoreLayout.headerSharedInfo)))
     }
 
     /// Where, in the VM, execution has the guest's whole state in its registers and the
@@ -385,12 +392,14 @@ enum DescriptorTablesBuilder {
         var generalProtection: UInt64
         var pageFault: UInt64?
         var invalidOpcode: UInt64?
+        var timer: UInt64?
     }
 
     /// 256 interrupt gates: ring-0 code, IST 1, DPL 0 except #BP, #OF and 0x82 (DPL 3,
     /// so `int3`, `into` and the hypercall page's `int $0x82` reach their stubs). When
     /// the ring-0 core runs, the hypercall vector, the core's syscall vector, #GP and
-    /// (where ring 0 runs natively) #PF and #UD lead to its entries.
+    /// (where ring 0 runs natively) #PF, #UD and the local APIC timer's vector lead to
+    /// its entries.
     static func idt(stubs: UInt64, coreEntries: CoreEntries? = nil) -> [UInt8] {
         var writer = ByteWriter(size: 4096)
         for vector in 0..<256 {
@@ -402,6 +411,7 @@ enum DescriptorTablesBuilder {
                 if vector == Int(X86Exception.generalProtection) { handler = coreEntries.generalProtection }
                 if vector == Int(X86Exception.pageFault), let pageFault = coreEntries.pageFault { handler = pageFault }
                 if vector == Int(X86Exception.invalidOpcode), let invalidOpcode = coreEntries.invalidOpcode { handler = invalidOpcode }
+                if vector == Int(FastTimer.timerVector), let timer = coreEntries.timer { handler = timer }
             }
             // #BP, #OF and the hypercall vector are reachable from ring 3.
             let dpl: UInt64 = (vector == 3 || vector == 4 || vector == Int(HypercallPage.vector)) ? 3 : 0

@@ -28,6 +28,7 @@ enum TimeKeeper {
         memory.fence()
         try? memory.write(odd &+ 1, at: at(VCPUTimeInfo.Offset.version))
         vcpu.copyTimeInfoToRegisteredArea()
+        vcpu.publishTimeBase(systemTime: now &- domain.bootTime, tsc: tsc, tscHz: clock.tscHz)
     }
 
     /// Writes the wall-clock time at system time 0 into shared_info.

@@ -44,10 +44,17 @@ final class VCPURunner: @unchecked Sendable {
     /// The vCPU's flight recorder, kept where ring 0 runs natively (`FlightRecorder`).
     let recorder: FlightRecorder?
 
-    init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea, sampleInterval: UInt64? = nil) throws(KVMError) {
+    /// Whether the guest's single-shot timer runs on the vCPU's local APIC, inside the
+    /// VM (`FastTimer`); else the host's thread timer times it.
+    let localTimer: Bool
+    /// The deadline the host last armed the local APIC timer for (0: none).
+    private var armedLocalDeadline: UInt64 = 0
+
+    init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea, sampleInterval: UInt64? = nil, localTimer: Bool = false) throws(KVMError) {
         self.vcpu = vcpu
         self.cpu = cpu
         self.area = area
+        self.localTimer = localTimer
         self.sampling = sampleInterval != nil
         self.arming = TimerArming(watchdog: sampleInterval ?? TimerArming.watchdog)
         self.wakeup = try Wakeup(cpu: cpu)
@@ -64,6 +71,7 @@ final class VCPURunner: @unchecked Sendable {
         do { timer = try ThreadTimer() } catch {
             domain.log.log(.warning, "\(vcpu.name): no host timer (\(error)); guest timers fire only at the next exit")
         }
+        vcpu.enableLocalTimer(localTimer)
         while !domain.isFinished {
             syncCoreEnabled()
             if (!vcpu.online || domain.isPaused) && !stoppedInsideCore {
@@ -79,6 +87,7 @@ final class VCPURunner: @unchecked Sendable {
             wakeup.inGuest.store(true, ordering: .sequentiallyConsistent)
             if atGuestLevel() && needsAttention() { enterKickStub() }
             armTimer()   // after the kick: a kick put off asks for a retry
+            armLocalTimer()
             let entered = HostTime.monotonic()
             if let exitedAt {
                 let blocked = vcpu.blockedTime &- blockedAtExit
@@ -329,15 +338,41 @@ final class VCPURunner: @unchecked Sendable {
     /// Arms the thread timer for the guest's next timer, a kick retry or the watchdog,
     /// unless it already is.
     private func armTimer() {
-        let deadline = vcpu.timer.withLock { $0.nextExpiry }.map { domain.bootTime &+ $0 }
+        // With the local APIC timer, the single-shot deadline is the VM's own.
+        let deadline = vcpu.timer.withLock { localTimer ? $0.periodicNext : $0.nextExpiry }.map { domain.bootTime &+ $0 }
         let retry = retryKick
         retryKick = false
         let now = HostTime.monotonic()
-        let predicted = area.coreTraps ? ticks.predicted(now: now &- domain.bootTime).map { domain.bootTime &+ $0 } : nil
+        let predicted = area.coreTraps && !localTimer ? ticks.predicted(now: now &- domain.bootTime).map { domain.bootTime &+ $0 } : nil
         if let target = arming.next(deadline: deadline, predicted: predicted, now: now, retryKick: retry), let timer {
             timer.arm(at: target)
             publishArmedTimer(at: target, now: now)
         }
+    }
+
+    /// Before entering the VM, with the local APIC timer: the single-shot deadline the
+    /// host's state holds (the core's, copied at the exit, or one the host set or
+    /// fired) becomes the core's `vcpuTimerDue`, and the APIC timer is armed for a
+    /// deadline the core did not arm itself. One left armed for a deadline that is gone
+    /// finds nothing due when it fires.
+    private func armLocalTimer() {
+        guard localTimer else { return }
+        let deadline = vcpu.timer.withLock { $0.deadline } ?? 0
+        guard deadline != vcpu.localTimerDue || deadline != armedLocalDeadline else { return }
+        vcpu.localTimerDue = deadline
+        if deadline != 0 && deadline != armedLocalDeadline {
+            let now = domain.systemTime()
+            // Capped as the core caps it (the deadline is the guest's: any value).
+            let late = deadline &+ FastTimer.lateness
+            let ticks = late > now ? min(Double(late - now) * Double(domain.clock.tscHz) / 1e9, Double(FastTimer.maximumAhead)) : 0
+            do {
+                try cpu.setMSRs([(MSR.tscDeadline, max(1, domain.clock.guestTSC() &+ UInt64(ticks) &+ 1))])
+                vcpu.count(event: "local APIC timer armed by the host")
+            } catch {
+                domain.log.log(.warning, "\(vcpu.name): cannot arm the local APIC timer: \(error)")
+            }
+        }
+        armedLocalDeadline = deadline
     }
 
     /// The guest's tick, for arming the host timer before the guest asks (`TickPredictor`).
@@ -362,14 +397,15 @@ final class VCPURunner: @unchecked Sendable {
     /// into the host's timer state; done first on every exit.
     private func syncCoreTimer() {
         guard area.coreTraps else { return }
-        _ = vcpu.takeCoreTimerDeadline()
+        // A deadline the core took, it also armed (0: the core fired it).
+        if let deadline = vcpu.takeCoreTimerDeadline(), localTimer { armedLocalDeadline = deadline }
     }
 
     /// After a signal: a guest deadline due within `TickPredictor.nearWindow` is waited
     /// for here (the host timer was armed a little early, for the predicted tick), so
     /// the upcall goes out now instead of after another exit.
     private func waitForNearDeadline() {
-        guard area.coreTraps, let deadline = vcpu.timer.withLock({ $0.deadline }) else { return }
+        guard area.coreTraps, !localTimer, let deadline = vcpu.timer.withLock({ $0.deadline }) else { return }
         let now = domain.systemTime()
         guard deadline > now, deadline - now <= TickPredictor.nearWindow else { return }
         var target = timespec()
@@ -450,7 +486,9 @@ final class VCPURunner: @unchecked Sendable {
         if vector == StubCode.attentionVector {
             // The core completed a hypercall (rax holds its result) and left because
             // something wants the vCPU: resume through the usual path.
-            vcpu.count(exit: "attention after an in-VM hypercall")
+            vcpu.count(exit: "attention from the in-VM core")
+            // It may have raised an event without waking a vCPU that polls for it.
+            domain.wakePollers()
             outcome = .resume
         } else if vector == X86Exception.pageFault && frame[0] == area.kickVirtual, let saved = kickReturn {
             kickReturn = nil
@@ -608,6 +646,8 @@ final class VCPURunner: @unchecked Sendable {
     /// Blocks the vCPU (SCHEDOP_block, or SCHEDOP_poll when `ports` is given).
     private func block(ports: [UInt32]?, deadline: UInt64?) {
         vcpu.blocked.store(true, ordering: .sequentiallyConsistent)
+        if ports != nil { domain.setPolling(vcpu.id, true) }
+        defer { if ports != nil { domain.setPolling(vcpu.id, false) } }
         let start = domain.systemTime()
         while !domain.isFinished {
             checkTimers()

@@ -47,6 +47,10 @@ public enum Core {
             guard let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }
             return FastTraps.pageFault(regs, vcpu, context: context, faultAddress: cr2, cr3: cr3)
         }
+        if entry == CoreLayout.entryTimer {
+            guard let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }
+            return FastTimer.interrupt(regs, vcpu, context: context, now: cga_rdtsc())
+        }
         if entry == CoreLayout.entryInvalidOpcode {
             guard let context = CoreContext(vcpu) else { return CoreLayout.resultDeferred }
             return FastCPUID.forcedEmulation(regs, vcpu, context: context, cr3: cr3)
@@ -188,8 +192,11 @@ public enum Core {
         let id = regs.u64(UInt64(CoreLayout.savedRSI)) & 0xffff_ffff   // an int in the ABI
         guard id == vcpu.u64(UInt64(CoreLayout.vcpuID)),
               let deadline = view.readWord(regs.u64(UInt64(CoreLayout.savedRDX)), root: cr3),
-              view.readWord(regs.u64(UInt64(CoreLayout.savedRDX)) &+ 8, root: cr3) != nil else {
+              let flags = view.readWord(regs.u64(UInt64(CoreLayout.savedRDX)) &+ 8, root: cr3) else {
             return CoreLayout.resultDeferred
+        }
+        if vcpu.u64(UInt64(CoreLayout.vcpuLocalTimer)) != 0 {
+            return FastTimer.singleshot(regs, vcpu, deadline: deadline, flags: flags & 0xffff_ffff, now: cga_rdtsc())
         }
         let armedAt = vcpu.u64(UInt64(CoreLayout.vcpuTimerArmedAt))
         guard armedAt != 0, deadline >= armedAt, cga_rdtsc() < vcpu.u64(UInt64(CoreLayout.vcpuTimerArmedTSC)) else {
@@ -306,6 +313,9 @@ struct CoreContext {
     }
 
     var view: GuestView { GuestView(ram: ram, ramFrames: ramFrames) }
+
+    /// shared_info, where the host mapped it for the core.
+    var sharedInfo: Words? { Self.pointer(header.u64(UInt64(CoreLayout.headerSharedInfo))).map { Words(base: $0) } }
 
     private static func pointer(_ value: UInt64) -> UnsafeMutableRawPointer? {
         UnsafeMutableRawPointer(bitPattern: UInt(truncatingIfNeeded: value))

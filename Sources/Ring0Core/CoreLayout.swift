@@ -11,7 +11,7 @@
 public enum CoreLayout {
     /// Bumped whenever a layout below changes; the host writes it into every vCPU block
     /// and the core refuses to run (takes the slow path) on a mismatch.
-    public static let version: UInt64 = 0x444f_4d55_5330_0008   // "DOMUS0" + 8
+    public static let version: UInt64 = 0x444f_4d55_5330_0009   // "DOMUS0" + 9
 
     // MARK: Page information: one entry per RAM frame (Xen's page_info)
 
@@ -42,6 +42,12 @@ public enum CoreLayout {
     public static let headerVCPUCount = 0x28
     /// u64: what XENVER_version returns (major << 16 | minor).
     public static let headerXenVersion = 0x30
+    /// u64: the core's pointer to shared_info (its event bitmaps), 0 when it has none.
+    public static let headerSharedInfo = 0x38
+    /// u64, set by the host: a bit for each vCPU blocked in SCHEDOP_poll. An event the
+    /// core raises then goes to the host too, which wakes them (Xen's
+    /// evtchn_check_pollers).
+    public static let headerPollers = 0x50
     /// u64: entries in the CPUID table below, and 1 when it holds every leaf of the
     /// domain's policy (a leaf not found then reads as zeros, as from the host).
     public static let headerCPUIDCount = 0x40
@@ -138,6 +144,7 @@ public enum CoreLayout {
     public static let inVMEventUpcall = 2
     public static let inVMPageTableWrite = 3
     public static let inVMCPUID = 4
+    public static let inVMTimer = 5
     public static let inVMCounterSlots = 8
 
     /// u64, set by the host: when its timer for this vCPU fires next while the guest
@@ -151,6 +158,27 @@ public enum CoreLayout {
     /// in `vcpuTimerUpdated` until the host has copied it.
     public static let vcpuTimerDeadline = 0x590
     public static let vcpuTimerUpdated = 0x598
+
+    /// The in-VM timer (`FastTimer`), where the VM has KVM's local APIC with its
+    /// TSC-deadline timer: the core arms it for the guest's single-shot deadlines and
+    /// takes its interrupt, raising VIRQ_TIMER without the host.
+    /// u64, set by the host: 1 when the vCPU's local APIC timer is the guest's timer.
+    public static let vcpuLocalTimer = 0x5a0
+    /// u64, set by the core and by the host (never both at once: the host only while
+    /// the vCPU is out of the VM): the deadline the APIC timer is armed for (system
+    /// time ns), 0 for none.
+    public static let vcpuTimerDue = 0x5a8
+    /// u64, set by the host: the event channel bound to this vCPU's VIRQ_TIMER, 0 for
+    /// none (the host then raises it).
+    public static let vcpuTimerPort = 0x5b0
+    /// u64, set by the host: guest system time and guest TSC at one moment, and TSC
+    /// ticks per nanosecond as a 32.32 fixed-point number, for deadlines in TSC ticks.
+    public static let vcpuTimeBase = 0x5b8
+    public static let vcpuTSCBase = 0x5c0
+    public static let vcpuTSCPerNanosecond = 0x5c8
+    /// u64, for ring0/entry.S: a TSC value to write to IA32_TSC_DEADLINE on the way
+    /// out, 0 for none.
+    public static let vcpuRequestDeadline = 0x5d0
 
     /// The registers of a multicall entry the core runs (laid out as `saved*`).
     public static let vcpuScratchRegisters = 0x600
@@ -199,6 +227,9 @@ public enum CoreLayout {
     public static let entryPageFault: UInt64 = 2
     /// An invalid-opcode exception from guest code (Xen's forced-emulation prefix).
     public static let entryInvalidOpcode: UInt64 = 3
+    /// The local APIC timer's interrupt (`FastTimer.timerVector`), from guest code;
+    /// entry.S has already signalled the end of the interrupt.
+    public static let entryTimer: UInt64 = 4
 
     // MARK: What the core returns to ring0/entry.S
 

@@ -22,6 +22,9 @@ public struct DomainSpec: Sendable {
     /// Whether the in-VM ring-0 core completes the hottest hypercalls inside the VM
     /// (else every hypercall leaves to the host; for comparison and debugging).
     public var ring0Core = true
+    /// Run the guest's single-shot timer on each vCPU's local APIC inside the VM, where
+    /// KVM allows it (`Ring0Core.FastTimer`); false: the host times it.
+    public var apicTimer = true
     /// Keep decompressed kernels for the next boot of the same image
     /// (`DecompressedImageCache.fromEnvironment`: $DOMUS_KERNEL_CACHE, or the user's cache
     /// directory).

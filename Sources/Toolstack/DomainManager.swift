@@ -203,7 +203,8 @@ public final class DomainManager: @unchecked Sendable {
         }
         let machine: DomainMachine
         do {
-            machine = try DomainMachine(kvm: kvm, domain: domain, area: prepared.area, boot: prepared.boot, clock: clock)
+            machine = try DomainMachine(kvm: kvm, domain: domain, area: prepared.area, boot: prepared.boot, clock: clock,
+                                        apicTimer: spec.apicTimer)
         } catch {
             domain.onFinish.withLock { $0 = nil }
             domain.peers.withLock { $0 = nil }

@@ -5,6 +5,7 @@
 // guest's stack, vcpu_info and the vCPU's mode exactly as the host leaves them in a
 // twin domain; what it defers must leave everything untouched.
 
+import CGuestAtomics
 import GuestMemory
 import Ring0Core
 import Testing
@@ -478,5 +479,153 @@ struct Ring0CoreCPUIDTests {
         let header = test.layout.coreHeader.rawValue
         #expect(try test.memory.read(UInt64.self, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerCPUIDCount))) == UInt64(CoreLayout.cpuidCapacity))
         #expect(try test.memory.read(UInt64.self, at: GuestPhysicalAddress(header + UInt64(CoreLayout.headerCPUIDComplete))) == 0)
+    }
+}
+
+/// The local APIC timer (Sources/Ring0Core/FastTimer.swift): VIRQ_TIMER raised and its
+/// upcall delivered in the VM exactly as the host raises and delivers it.
+@Suite("The in-VM ring-0 core: the local APIC timer")
+struct Ring0CoreLocalTimerTests {
+    /// Binds VIRQ_TIMER of vCPU 0 to a port, as EVTCHNOP_bind_virq does, and arms the
+    /// core's local timer for a deadline already due (TSC 1 is long past).
+    static func armed(port wanted: Bool = true, due: UInt64 = 500) -> (TestDomain) throws -> Void {
+        { test in
+            if wanted {
+                test.domain.state.withLock { state in
+                    if let port = try? state.events.allocate(.virq(VIRQ.timer), notifyVCPU: 0) {
+                        state.events.bindVIRQ(vcpu: 0, virq: VIRQ.timer, port: port)
+                    }
+                }
+            }
+            test.domain.publishTimerPorts()
+            test.vcpu.enableLocalTimer(true)
+            test.vcpu.localTimerDue = due
+            test.vcpu.timer.withLock { $0.deadline = due }
+            test.vcpu.setCoreWord(CoreLayout.vcpuTimeBase, 1_000)
+            test.vcpu.setCoreWord(CoreLayout.vcpuTSCBase, 0)
+            test.vcpu.setCoreWord(CoreLayout.vcpuTSCPerNanosecond, 1 << 32)
+            let shared = test.layout.sharedInfo
+            let region = try #require(test.memory.regions.first { shared.rawValue >= $0.base.rawValue && shared.rawValue - $0.base.rawValue < $0.size })
+            try test.memory.write(region.hostAddress + (shared.rawValue - region.base.rawValue),
+                                  at: GuestPhysicalAddress(test.layout.coreHeader.rawValue + UInt64(CoreLayout.headerSharedInfo)))
+        }
+    }
+
+    /// The host's handling of the same interrupt: the deadline found due.
+    static func hostFires(_ test: TestDomain) {
+        test.vcpu.timer.withLock { $0.deadline = nil }
+        test.domain.raiseVIRQ(VIRQ.timer, vcpu: 0)
+    }
+
+    static func pendingBits(_ test: TestDomain) throws -> (UInt64, UInt64) {
+        let port = UInt64(try #require(test.domain.state.withLock { $0.events.virqPort(vcpu: 0, virq: VIRQ.timer) }))
+        let word = GuestPhysicalAddress(test.layout.sharedInfo.rawValue + UInt64(SharedInfoLayout.evtchnPending) + port / 64 * 8)
+        let selector = GuestPhysicalAddress(info.rawValue + UInt64(VCPUInfoLayout.pendingSel))
+        return (try test.memory.read(at: word), try test.memory.read(at: selector))
+    }
+
+    @Test("A due deadline raises VIRQ_TIMER and delivers the upcall as the host does, from either guest mode, masked or not")
+    func fires() throws {
+        for (user, masked) in [(false, UInt8(0)), (false, 1), (true, 0)] {
+            #expect(try compare(Setup(user: user, masked: masked), entry: CoreLayout.entryTimer, adjust: Self.armed(),
+                                host: Self.hostFires), "user \(user), masked \(masked)")
+        }
+        // Masked in user mode: raised, no upcall, the vCPU stays in user mode.
+        let masked = try CoreHarness()
+        try prepare(masked.test, Setup(user: true, masked: 1))
+        try Self.armed()(masked.test)
+        masked.load(masked.test.context)
+        let rip = masked.register(CoreLayout.savedRIP)
+        #expect(try masked.enter(CoreLayout.entryTimer))
+        #expect(masked.register(CoreLayout.savedRIP) == rip)
+        #expect(try masked.test.memory.read(UInt8.self, at: info) == 1, "evtchn_upcall_pending")
+        // The core's own view afterwards: the deadline cleared for the host, counted.
+        let harness = try CoreHarness()
+        try prepare(harness.test, Setup())
+        try Self.armed()(harness.test)
+        harness.load(harness.test.context)
+        #expect(try harness.enter(CoreLayout.entryTimer))
+        #expect(harness.test.vcpu.localTimerDue == 0)
+        #expect(harness.test.vcpu.takeCoreTimerDeadline() == 0)
+        #expect(harness.test.vcpu.timer.withLock { $0.deadline } == nil)
+        let (pending, selector) = try Self.pendingBits(harness.test)
+        let port = UInt64(try #require(harness.test.domain.state.withLock { $0.events.virqPort(vcpu: 0, virq: VIRQ.timer) }))
+        #expect(pending & (1 << (port % 64)) != 0)
+        #expect(selector & (1 << (port / 64)) != 0)
+        #expect(harness.test.domain.coreDeliveredCounts()["timer interrupt (VIRQ_TIMER raised)"] == 1)
+    }
+
+    @Test("Nothing due is left alone; a deadline not yet come is armed again; what the core cannot do goes to the host untouched")
+    func notDueAndDeferrals() throws {
+        // No deadline: a stale interrupt, handled with nothing changed.
+        #expect(try compare(Setup(), entry: CoreLayout.entryTimer, adjust: Self.armed(due: 0), host: { _ in }))
+        // Not yet: the same deadline armed again.
+        let harness = try CoreHarness()
+        try prepare(harness.test, Setup())
+        try Self.armed(due: 5_000)(harness.test)
+        let soon = cga_rdtsc() + (1 << 36)   // ahead of the TSC, yet within reach
+        harness.test.vcpu.setCoreWord(CoreLayout.vcpuTSCBase, soon)
+        harness.load(harness.test.context)
+        #expect(try harness.enter(CoreLayout.entryTimer))
+        #expect(try harness.request(CoreLayout.vcpuRequestDeadline) == soon + 4_000 + FastTimer.lateness)
+        #expect(harness.test.vcpu.localTimerDue == 5_000)
+        // No port bound, or the local timer not in use: the host's.
+        #expect(try !compare(Setup(), entry: CoreLayout.entryTimer, adjust: Self.armed(port: false), host: { _ in }))
+        #expect(try !compare(Setup(), entry: CoreLayout.entryTimer,
+                             adjust: { test in try Self.armed()(test); test.vcpu.enableLocalTimer(false) }, host: { _ in }))
+        // A vCPU polling: raised, then the host wakes the poller.
+        let polled = try CoreHarness()
+        try prepare(polled.test, Setup())
+        try Self.armed()(polled.test)
+        polled.test.domain.setPolling(1, true)
+        polled.load(polled.test.context)
+        #expect(try !polled.enter(CoreLayout.entryTimer))
+        #expect(try Self.pendingBits(polled.test).0 != 0)
+        polled.test.domain.setPolling(1, false)
+    }
+
+    @Test("VCPUOP_set_singleshot_timer arms the local timer in the VM; a past deadline with VCPU_SSHOTTMR_future is the host's")
+    func singleshot() throws {
+        let harness = try CoreHarness()
+        let test = harness.test
+        try Self.armed()(test)
+        test.vcpu.localTimerDue = 0
+        let request = TestDomain.buffer + 0x100
+        func set(_ deadline: UInt64, flags: UInt64, vcpu: UInt64 = 0) throws -> UInt64? {
+            try test.write(deadline, at: request)
+            try test.write(flags, at: request + 8)
+            return try harness.core(Hypercall.vcpuOp.rawValue, [VCPUOp.setSingleshotTimer, vcpu, request])
+        }
+        // Ahead of the TSC: taken, for the host and the APIC (a little late, never early).
+        let soon = cga_rdtsc() + (1 << 36)
+        test.vcpu.setCoreWord(CoreLayout.vcpuTSCBase, soon)
+        #expect(try set(5_000_000, flags: UInt64(VCPUOp.singleshotFuture)) == 0)
+        #expect(test.vcpu.localTimerDue == 5_000_000)
+        #expect(try harness.request(CoreLayout.vcpuRequestDeadline) == soon + 5_000_000 - 1_000 + FastTimer.lateness)
+        #expect(test.vcpu.takeCoreTimerDeadline() == 5_000_000)
+        // Beyond KVM's reach: armed as far as it goes, and again when that fires.
+        test.vcpu.setCoreWord(CoreLayout.vcpuTSCBase, UInt64.max / 2)
+        #expect(try set(5_000_000, flags: 0) == 0)
+        let armed = try harness.request(CoreLayout.vcpuRequestDeadline)
+        #expect(armed > cga_rdtsc() && armed <= cga_rdtsc() + FastTimer.maximumAhead)
+        // Upper flag bits are padding (a u32 in the ABI).
+        #expect(try set(6_000_000, flags: 0xdead_0000_0000) == 0)
+        // Past (the TSC base long behind): -ETIME is the host's; without the flag it is taken.
+        test.vcpu.setCoreWord(CoreLayout.vcpuTSCBase, 0)
+        #expect(try set(2_000, flags: UInt64(VCPUOp.singleshotFuture)) == nil)
+        #expect(try set(2_000, flags: 0) == 0)
+        // A deadline of 0, unknown flags, another vCPU: the host's.
+        #expect(try set(0, flags: 0) == nil)
+        #expect(try set(2_000, flags: 2) == nil)
+        #expect(try set(2_000, flags: 0, vcpu: 1) == nil)
+    }
+
+    @Test("System time converts to TSC ticks, rounding never early and saturating")
+    func conversion() {
+        let perNs: UInt64 = 3 << 31   // 1.5 ticks per ns
+        #expect(FastTimer.tsc(at: 2_000, timeBase: 1_000, tscBase: 10, ticksPerNanosecond: perNs) == 1_510)
+        #expect(FastTimer.tsc(at: 1_000, timeBase: 1_000, tscBase: 10, ticksPerNanosecond: perNs) == 1, "at or before the base: due")
+        #expect(FastTimer.tsc(at: UInt64.max, timeBase: 0, tscBase: 10, ticksPerNanosecond: UInt64.max) == UInt64.max)
+        #expect(FastTimer.tsc(at: 2_000, timeBase: 1_000, tscBase: UInt64.max - 5, ticksPerNanosecond: perNs) == UInt64.max)
     }
 }

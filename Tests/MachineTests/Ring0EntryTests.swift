@@ -86,6 +86,10 @@ struct Ring0EntryTests {
             "RECORD_CORE_DEFER": CoreLayout.recordCoreDefer,
             "SAVED_RIP": UInt64(CoreLayout.savedRIP),
             "SAVED_RSP": UInt64(CoreLayout.savedRSP),
+            "KIND_TIMER": CoreLayout.entryTimer,
+            "REQUEST_DEADLINE": UInt64(CoreLayout.vcpuRequestDeadline),
+            "MSR_TSC_DEADLINE": UInt64(MSR.tscDeadline),
+            "MSR_X2APIC_EOI": 0x80b,
             // The slot holding the frame address, from the frame (40 bytes below the top).
             "LSTAR_SELF": 0 &- (HypervisorArea.lstarFrameSlotBelowTop - 40),
         ]
@@ -97,7 +101,7 @@ struct Ring0EntryTests {
         #expect(HypervisorArea.coreStackTopOffset <= HypervisorArea.perVCPUVirtualStride)
     }
 
-    @Test("#PF and #UD lead to the core only where ring 0 runs natively; the other gates as before")
+    @Test("#PF, #UD and the APIC timer lead to the core only where ring 0 runs natively; the other gates as before")
     func pageFaultGate() {
         func gate(_ idt: [UInt8], _ vector: Int) -> UInt64 {
             let low = (0..<8).reduce(UInt64(0)) { $0 | UInt64(idt[vector * 16 + $1]) << (8 * $1) }
@@ -106,14 +110,19 @@ struct Ring0EntryTests {
         }
         let stubs: UInt64 = 0xffff_8080_0000_0000
         let entries = DescriptorTablesBuilder.CoreEntries(hypercall: 0x1000, syscall: 0x2000, generalProtection: 0x3000,
-                                                          pageFault: 0x4000, invalidOpcode: 0x5000)
+                                                          pageFault: 0x4000, invalidOpcode: 0x5000, timer: 0x6000)
         let withTraps = DescriptorTablesBuilder.idt(stubs: stubs, coreEntries: entries)
         #expect(gate(withTraps, 14) == 0x4000 && gate(withTraps, 6) == 0x5000 && gate(withTraps, 13) == 0x3000 && gate(withTraps, 0x82) == 0x1000)
+        #expect(gate(withTraps, Int(FastTimer.timerVector)) == 0x6000)
+        // The timer's gate cannot be raised from ring 3 (`int $0xec` is a #GP).
+        #expect((withTraps[Int(FastTimer.timerVector) * 16 + 5] >> 5) & 3 == 0)
         var withoutTraps = entries
         withoutTraps.pageFault = nil
         withoutTraps.invalidOpcode = nil
+        withoutTraps.timer = nil
         let plain = DescriptorTablesBuilder.idt(stubs: stubs, coreEntries: withoutTraps)
         #expect(gate(plain, 14) == stubs + 14 * UInt64(StubCode.vectorStubStride) && gate(plain, 6) == stubs + 6 * UInt64(StubCode.vectorStubStride))
+        #expect(gate(plain, Int(FastTimer.timerVector)) == stubs + UInt64(FastTimer.timerVector) * UInt64(StubCode.vectorStubStride))
         #expect(!HypervisorArea(ramFrames: 256, vcpuCount: 1, fastPath: false, coreTraps: true).coreTraps, "no core, no core traps")
         // Where ring 0 runs natively, `syscall` enters the core directly; KERNEL_GS_BASE
         // points at the vCPU's frame, and the slot below the #GP flag holds it again.
@@ -153,5 +162,20 @@ struct Ring0EntryTests {
         let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         #expect(process.terminationStatus == 0, "\(text)")
+    }
+}
+
+@Suite("The local APIC timer's machine set-up")
+struct LocalTimerSetupTests {
+    @Test("KVM's CPUID table gains x2APIC and the TSC-deadline timer only for the local timer; the policy is untouched")
+    func cpuid() {
+        let policy = CPUIDPolicy(hostLeaves: [CPUIDPolicy.Leaf(function: 1, index: 0, eax: 0x800f12, ebx: 0, ecx: 0x8000_0000, edx: 0, indexed: false)])
+        let leaf1 = policy.leaves.first { $0.function == 1 }
+        let plain = DomainMachine.kvmCPUID(policy, host: []).first { $0.function == 1 }
+        let timed = DomainMachine.kvmCPUID(policy, host: [], localTimer: true).first { $0.function == 1 }
+        #expect(plain?.ecx == leaf1?.ecx)
+        #expect(timed?.ecx == (leaf1?.ecx ?? 0) | 1 << 21 | 1 << 24)
+        #expect(timed?.eax == plain?.eax && timed?.edx == plain?.edx)
+        #expect(policy.leaves.first { $0.function == 1 }?.ecx == leaf1?.ecx)
     }
 }

@@ -10,7 +10,9 @@
 #   panic     `echo c > /proc/sysrq-trigger`: the kernel panics, Domus reports the
 #             crash: exit 1
 #   xenstore  Debian's xenstore-write, -read, -ls and -watch against Domus's XenStore
-# In the box, the boot must also show the ring-0 core completing mmu_updates in the VM.
+# In the box, the boot must also show the ring-0 core completing mmu_updates in the VM,
+# and the guest's ticks taken there by the local APIC timer; it boots once more with
+# --no-apic-timer (the host's timer).
 # They run on this host's /dev/kvm, and the boot test also inside the emulated AMD-V
 # machine (scripts/amdv-box), where KVM behaves like real hardware. A machine that is
 # missing makes its tests SKIP with the reason. Exits 1 if any test failed.
@@ -71,12 +73,20 @@ check_xenstore() {
   pass "$name"
 }
 
-# check_boot NAME [in-vm]: in-vm also wants the ring-0 core's mmu_updates (--stats).
+# check_boot NAME [in-vm [apic|host]]: in-vm also wants the ring-0 core's mmu_updates
+# (--stats); apic wants the guest's ticks taken by the local APIC timer inside the VM,
+# host none (--no-apic-timer: the host's timer).
 check_boot() {
-  local name=$1 core=${2:-}
+  local name=$1 core=${2:-} timer=${3:-}
   if ((rc != 0)); then fail "$name" "domus run exited $rc, expected 0"; return; fi
   if [[ $core == in-vm ]] && ! grep -Eq "mmu_update [0-9]+ \([1-9][0-9]* in the VM" "$WORK/$name.log"; then
     fail "$name" "the ring-0 core completed no mmu_update inside the VM"; return
+  fi
+  if [[ $timer == apic ]] && ! grep -Eq "timer interrupt \(VIRQ_TIMER raised\) [1-9]" "$WORK/$name.log"; then
+    fail "$name" "no timer interrupt was taken inside the VM (the local APIC timer)"; return
+  fi
+  if [[ $timer == host ]] && grep -q "timer interrupt (VIRQ_TIMER raised)" "$WORK/$name.log"; then
+    fail "$name" "--no-apic-timer, yet the VM took timer interrupts"; return
   fi
   for expected in "kernel=6." "hypervisor=xen" "cpus=1" "loop=100000" "domus-guest: exit status 0"; do
     if ! grep -q "$expected" "$WORK/$name.log"; then fail "$name" "console lacks \"$expected\""; return; fi
@@ -155,7 +165,12 @@ if [[ -x scripts/amdv-box ]] && command -v qemu-system-x86_64 >/dev/null; then
   if grep -q "amdv-box: .*cannot\|QEMU cannot start" "$WORK/boot-in-box.log"; then
     skip boot-in-box "the emulated AMD-V machine cannot start here"
   else
-    check_boot boot-in-box in-vm
+    check_boot boot-in-box in-vm apic
+    # The host's timer, as on hosts without an in-kernel local APIC.
+    RUN_OPTIONS=(--no-apic-timer)
+    run_in_box boot-in-box-host-timer "$BOOT_COMMAND"
+    RUN_OPTIONS=()
+    check_boot boot-in-box-host-timer in-vm host
   fi
   run_in_box xenstore-in-box "$XENSTORE_COMMAND"
   check_xenstore xenstore-in-box

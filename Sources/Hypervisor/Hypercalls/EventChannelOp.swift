@@ -34,6 +34,7 @@ enum EventChannelOps {
                 state.events.bindVIRQ(vcpu: Int(vcpu), virq: virq, port: port)
                 return port
             }
+            if virq == VIRQ.timer { call.domain.publishTimerPorts() }
             try call.copyOut(u32(port), to: argument + 8)
             return .value(0)
         case EventChannelOp.bindIPI:
@@ -47,6 +48,7 @@ enum EventChannelOps {
             return .value(0)
         case EventChannelOp.close:
             try close(call.domain, port: try readPort(call, argument))
+            call.domain.publishTimerPorts()
             return .value(0)
         case EventChannelOp.send:
             try send(call.domain, port: try readPort(call, argument))
