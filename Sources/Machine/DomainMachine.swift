@@ -70,7 +70,7 @@ public final class DomainMachine: @unchecked Sendable {
     /// `apicTimer`: run the guest's single-shot timer on each vCPU's local APIC, inside
     /// the VM (`FastTimer`), where KVM and the host allow it.
     public init(kvm: KVMSystem, domain: Domain, area: HypervisorArea, boot: BootState, clock: KVMHostClock,
-                sampleInterval: UInt64? = nil, apicTimer: Bool = true) throws(MachineError) {
+                sampleInterval: UInt64? = nil, apicTimer: Bool = false) throws(MachineError) {
         self.domain = domain
         self.area = area
         guard let root = domain.vcpus.first?.kernelTable?.address else { throw .noKernelPageTable }

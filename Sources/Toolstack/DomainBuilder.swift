@@ -23,8 +23,9 @@ public struct DomainSpec: Sendable {
     /// (else every hypercall leaves to the host; for comparison and debugging).
     public var ring0Core = true
     /// Run the guest's single-shot timer on each vCPU's local APIC inside the VM, where
-    /// KVM allows it (`Ring0Core.FastTimer`); false: the host times it.
-    public var apicTimer = true
+    /// KVM allows it (`Ring0Core.FastTimer`); false (the default): the host times it.
+    /// Opt-in while the emulated AMD-V machine misbehaves with it (docs/amdv-box.md).
+    public var apicTimer = false
     /// Keep decompressed kernels for the next boot of the same image
     /// (`DecompressedImageCache.fromEnvironment`: $DOMUS_KERNEL_CACHE, or the user's cache
     /// directory).
