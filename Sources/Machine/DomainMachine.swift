@@ -121,8 +121,10 @@ public final class DomainMachine: @unchecked Sendable {
     /// natively (the core takes the interrupt) and KVM has the TSC-deadline timer;
     /// says whether it did. Before any vCPU exists.
     static func createLocalTimers(_ vm: VirtualMachine, area: HypervisorArea, domain: Domain) -> Bool {
-        guard area.coreTraps, domain.vcpus.count <= 64,
-              vm.hasLocalAPICTimer else { return false }
+        guard area.coreTraps, domain.vcpus.count <= 64, vm.hasLocalAPICTimer else {
+            domain.log.log(.info, "d\(domain.id): no local APIC timer here (it needs ring 0 run natively, at most 64 vCPUs and KVM's in-kernel APIC with the TSC-deadline timer); the host times the guest")
+            return false
+        }
         do {
             try vm.createInterruptController()
             return true
