@@ -354,7 +354,13 @@ extension VCPU {
         } else {
             timer = "no timer"
         }
+        var apic = ""
+        if coreWord(CoreLayout.vcpuLocalTimer) != 0 {
+            let due = localTimerDue
+            apic = due == 0 ? ", local APIC timer not armed"
+                : ", local APIC timer armed for \(due <= now ? "\((now - due) / 1_000_000) ms ago" : "in \((due - now) / 1_000_000) ms")"
+        }
         return "\(name): \(online ? "online" : "down"), guest \(mode == .kernel ? "kernel" : "user") mode, "
-            + "events \(upcallMask() ? "masked" : "unmasked"), upcall \(upcallPending() ? "pending" : "not pending"), \(timer)"
+            + "events \(upcallMask() ? "masked" : "unmasked"), upcall \(upcallPending() ? "pending" : "not pending"), \(timer)\(apic)"
     }
 }

@@ -620,6 +620,16 @@ struct Ring0CoreLocalTimerTests {
         #expect(try set(2_000, flags: 0, vcpu: 1) == nil)
     }
 
+    @Test("A stalled vCPU's summary says how its local APIC timer is armed")
+    func summary() throws {
+        let test = try TestDomain()
+        #expect(!test.vcpu.stateSummary().contains("APIC"))
+        try Self.armed(due: 1)(test)
+        #expect(test.vcpu.stateSummary().contains("local APIC timer armed for"))
+        test.vcpu.localTimerDue = 0
+        #expect(test.vcpu.stateSummary().hasSuffix("local APIC timer not armed"))
+    }
+
     @Test("System time converts to TSC ticks, rounding never early and saturating")
     func conversion() {
         let perNs: UInt64 = 3 << 31   // 1.5 ticks per ns
