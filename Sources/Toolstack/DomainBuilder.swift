@@ -231,8 +231,14 @@ public enum DomainBuilder {
 
     /// Copies `pieces` into guest memory in chunks spread over the host's CPUs: most of
     /// the time is the page faults on the domain's fresh memory (tens of MiB of kernel),
-    /// which then happen side by side. The pieces must not overlap.
+    /// which then happen side by side. Pieces that overlap (a kernel's segments may)
+    /// are copied one after the other instead, in order, so the last one wins, as it
+    /// always did.
     static func copyInParallel(_ pieces: [(bytes: ArraySlice<UInt8>, at: UInt64)], into memory: GuestMemory) throws(GuestMemoryError) {
+        if overlap(pieces) {
+            for piece in pieces { try memory.writeBytes(piece.bytes, at: GuestPhysicalAddress(piece.at)) }
+            return
+        }
         let chunkSize = 4 << 20
         var chunks: [(bytes: ArraySlice<UInt8>, at: UInt64)] = []
         for piece in pieces {
@@ -253,6 +259,15 @@ public enum DomainBuilder {
             }
         }
         if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    /// Whether any two of `pieces` share a byte (an empty piece shares none).
+    static func overlap(_ pieces: [(bytes: ArraySlice<UInt8>, at: UInt64)]) -> Bool {
+        let ranges = pieces.filter { !$0.bytes.isEmpty }
+            .map { ($0.at, $0.at.addingReportingOverflow(UInt64($0.bytes.count))) }
+            .sorted { $0.0 < $1.0 }
+        if ranges.contains(where: { $0.1.overflow }) { return true }
+        return zip(ranges, ranges.dropFirst()).contains { $0.1.partialValue > $1.0 }
     }
 
     /// Writes the initial page tables: [virt_base, mapped end) with 4 KiB pages, plus the

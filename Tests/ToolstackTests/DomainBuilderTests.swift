@@ -50,6 +50,16 @@ struct DomainBuilderTests {
         #expect(try memory.readBytes(at: GuestPhysicalAddress(0x1_800_000), count: 3) == small)
         #expect(try memory.readBytes(at: GuestPhysicalAddress(0x10_0000 + UInt64(big.count - 10)), count: 64) == [UInt8](repeating: 0, count: 64))
         #expect(try memory.readBytes(at: GuestPhysicalAddress(0xF_FFC0), count: 64) == [UInt8](repeating: 0, count: 64))
+        // Overlapping pieces (an ELF's segments may overlap) land in order: the last wins.
+        let first = [UInt8](repeating: 1, count: 5 << 20), second = [UInt8](repeating: 2, count: 16)
+        let overlapping: [(bytes: ArraySlice<UInt8>, at: UInt64)] = [(first[...], 0), (second[...], 0x10)]
+        let apart: [(bytes: ArraySlice<UInt8>, at: UInt64)] = [(first[...], 0), (second[...], 5 << 20)]
+        #expect(DomainBuilder.overlap(overlapping))
+        #expect(!DomainBuilder.overlap(apart))
+        try DomainBuilder.copyInParallel(overlapping, into: memory)
+        let expected: [UInt8] = [1] + second + [1]
+        let landed = try memory.readBytes(at: GuestPhysicalAddress(0x0f), count: 18)
+        #expect(landed == expected)
         // A piece outside the domain's memory is the guest-memory error, not a crash.
         #expect(throws: GuestMemoryError.self) {
             try DomainBuilder.copyInParallel([(small[...], (32 << 20) - 1)], into: memory)
