@@ -695,6 +695,8 @@ static void advise_huge_pages(uint8_t *buffer, size_t size) {
 struct prefault {
     uint8_t *buffer;
     size_t size;
+    /* Set once the decoder is done (or failed): the rest is not needed. */
+    int stop;
 };
 
 static void *prefault_run(void *argument) {
@@ -702,7 +704,7 @@ static void *prefault_run(void *argument) {
     const uintptr_t page = 4096, step = (uintptr_t)2 << 20;
     uintptr_t start = ((uintptr_t)job->buffer + page - 1) & ~(page - 1);
     uintptr_t end = ((uintptr_t)job->buffer + job->size) & ~(page - 1);
-    while (start < end) {
+    while (start < end && !__atomic_load_n(&job->stop, __ATOMIC_RELAXED)) {
         uintptr_t next = (start + step) & ~(step - 1);
         if (next > end) next = end;
         if (madvise((void *)start, next - start, MADV_POPULATE_WRITE) != 0) break;
@@ -723,7 +725,7 @@ enum domus_xz_status domus_xz_decode(const uint8_t *input, size_t input_size, ui
     model_reset_state(model);
     model->lc = model->lp = model->pb = 0;
     advise_huge_pages(output, output_capacity);
-    struct prefault job = {output, output_capacity};
+    struct prefault job = {output, output_capacity, 0};
     pthread_t prefaulter;
     int prefaulting = output_capacity >= ((size_t)4 << 20) && pthread_create(&prefaulter, NULL, prefault_run, &job) == 0;
     /* A zero-capacity buffer still needs a non-NULL pointer to mean "decode". */
@@ -737,8 +739,12 @@ enum domus_xz_status domus_xz_decode(const uint8_t *input, size_t input_size, ui
         .model = model,
     };
     enum domus_xz_status status = finish(&d, run(&d, result), result);
-    /* The buffer outlives the thread: it ends before the caller gets the buffer back. */
-    if (prefaulting) pthread_join(prefaulter, NULL);
+    /* The buffer outlives the thread: it ends before the caller gets the buffer back,
+     * at once after a stream that failed early (whose declared size may be large). */
+    if (prefaulting) {
+        __atomic_store_n(&job.stop, 1, __ATOMIC_RELAXED);
+        pthread_join(prefaulter, NULL);
+    }
     free(model);
     return status;
 }
