@@ -195,6 +195,16 @@ extension VCPU {
         setCoreWord(CoreLayout.vcpuTSCPerNanosecond, quotient + (remainder == 0 ? 0 : 1))
     }
 
+    /// The IA32_TSC_DEADLINE value for `deadline` (guest system time) at guest TSC
+    /// `now`: the core's own conversion (`FastTimer.target`), from the base published
+    /// above, a little late and capped as the core caps it.
+    public func localTimerTSC(for deadline: UInt64, now: UInt64) -> UInt64 {
+        let target = FastTimer.tsc(at: deadline &+ FastTimer.lateness, timeBase: coreWord(CoreLayout.vcpuTimeBase),
+                                   tscBase: coreWord(CoreLayout.vcpuTSCBase),
+                                   ticksPerNanosecond: coreWord(CoreLayout.vcpuTSCPerNanosecond))
+        return FastTimer.armable(target, now: now)
+    }
+
     /// Whether the guest's single-shot timer runs on this vCPU's local APIC (FastTimer).
     public func enableLocalTimer(_ enabled: Bool) { setCoreWord(CoreLayout.vcpuLocalTimer, enabled ? 1 : 0) }
 

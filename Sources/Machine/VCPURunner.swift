@@ -20,11 +20,11 @@ final class VCPURunner: @unchecked Sendable {
     let wakeup: Wakeup
     var domain: Domain { vcpu.domain }
 
-    private var timer: ThreadTimer?
+    var timer: ThreadTimer?
     /// Operations still to run in the VM when the buffer overflowed.
     private var pendingOperations: [(UInt64, UInt64, UInt64)] = []
     private var pendingRestore: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
-    private var lastTimeUpdate: UInt64 = 0
+    var lastTimeUpdate: UInt64 = 0
     /// The user-mode CS/SS last returned to (the syscall stub does not record them).
     private var userCS = FlatSelector.userCS64
     private var userSS = FlatSelector.userSS64
@@ -48,7 +48,7 @@ final class VCPURunner: @unchecked Sendable {
     /// VM (`FastTimer`); else the host's thread timer times it.
     let localTimer: Bool
     /// The deadline the host last armed the local APIC timer for (0: none).
-    private var armedLocalDeadline: UInt64 = 0
+    var armedLocalDeadline: UInt64 = 0
 
     init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea, sampleInterval: UInt64? = nil, localTimer: Bool = false) throws(KVMError) {
         self.vcpu = vcpu
@@ -197,7 +197,7 @@ final class VCPURunner: @unchecked Sendable {
 
     /// Set when a kick could not land (the vCPU in ring-0 code, or an exception in
     /// flight): the thread timer fires again shortly (`TimerArming.retry`).
-    private var retryKick = false
+    var retryKick = false
 
     /// Resumes the guest whose state is in the registers and the IST frame (after the
     /// core completed a hypercall and left for attention, or at a return point), after
@@ -333,88 +333,9 @@ final class VCPURunner: @unchecked Sendable {
     }
 
     /// When the thread timer fires next (see `TimerArming`).
-    private var arming: TimerArming
-
-    /// Arms the thread timer for the guest's next timer, a kick retry or the watchdog,
-    /// unless it already is.
-    private func armTimer() {
-        // With the local APIC timer, the single-shot deadline is the VM's own.
-        let deadline = vcpu.timer.withLock { localTimer ? $0.periodicNext : $0.nextExpiry }.map { domain.bootTime &+ $0 }
-        let retry = retryKick
-        retryKick = false
-        let now = HostTime.monotonic()
-        let predicted = area.coreTraps && !localTimer ? ticks.predicted(now: now &- domain.bootTime).map { domain.bootTime &+ $0 } : nil
-        if let target = arming.next(deadline: deadline, predicted: predicted, now: now, retryKick: retry), let timer {
-            timer.arm(at: target)
-            publishArmedTimer(at: target, now: now)
-        }
-    }
-
-    /// Before entering the VM, with the local APIC timer: the single-shot deadline the
-    /// host's state holds (the core's, copied at the exit, or one the host set or
-    /// fired) becomes the core's `vcpuTimerDue`, and the APIC timer is armed for a
-    /// deadline the core did not arm itself. One left armed for a deadline that is gone
-    /// finds nothing due when it fires.
-    private func armLocalTimer() {
-        guard localTimer else { return }
-        let deadline = vcpu.timer.withLock { $0.deadline } ?? 0
-        guard deadline != vcpu.localTimerDue || deadline != armedLocalDeadline else { return }
-        vcpu.localTimerDue = deadline
-        if deadline != 0 && deadline != armedLocalDeadline {
-            let now = domain.systemTime()
-            // Capped as the core caps it (the deadline is the guest's: any value).
-            let late = deadline &+ FastTimer.lateness
-            let ticks = late > now ? min(Double(late - now) * Double(domain.clock.tscHz) / 1e9, Double(FastTimer.maximumAhead)) : 0
-            do {
-                try cpu.setMSRs([(MSR.tscDeadline, max(1, domain.clock.guestTSC() &+ UInt64(ticks) &+ 1))])
-                vcpu.count(event: "local APIC timer armed by the host")
-            } catch {
-                domain.log.log(.warning, "\(vcpu.name): cannot arm the local APIC timer: \(error)")
-            }
-        }
-        armedLocalDeadline = deadline
-    }
-
+    var arming: TimerArming
     /// The guest's tick, for arming the host timer before the guest asks (`TickPredictor`).
-    private var ticks = TickPredictor()
-
-    /// Tells the core when the host timer fires (system time, and the guest TSC a
-    /// microsecond before that moment), so it can take later single-shot deadlines
-    /// without an exit; 0 when it is not armed.
-    private func publishArmedTimer(at target: UInt64?, now: UInt64) {
-        guard area.coreTraps else { return }
-        var armedAt: UInt64 = 0
-        var armedTSC: UInt64 = 0
-        if let target, target > now &+ 1_000 {
-            armedAt = target &- domain.bootTime
-            let ticksAhead = Double(target - now - 1_000) * Double(domain.clock.tscHz) / 1e9
-            armedTSC = domain.clock.guestTSC() &+ UInt64(ticksAhead)
-        }
-        vcpu.publishArmedTimer(armedAt: armedAt, armedTSC: armedTSC)
-    }
-
-    /// Copies a single-shot deadline the core took (`CoreLayout.vcpuTimerDeadline`)
-    /// into the host's timer state; done first on every exit.
-    private func syncCoreTimer() {
-        guard area.coreTraps else { return }
-        // A deadline the core took, it also armed (0: the core fired it).
-        if let deadline = vcpu.takeCoreTimerDeadline(), localTimer { armedLocalDeadline = deadline }
-    }
-
-    /// After a signal: a guest deadline due within `TickPredictor.nearWindow` is waited
-    /// for here (the host timer was armed a little early, for the predicted tick), so
-    /// the upcall goes out now instead of after another exit.
-    private func waitForNearDeadline() {
-        guard area.coreTraps, !localTimer, let deadline = vcpu.timer.withLock({ $0.deadline }) else { return }
-        let now = domain.systemTime()
-        guard deadline > now, deadline - now <= TickPredictor.nearWindow else { return }
-        var target = timespec()
-        let host = domain.bootTime &+ deadline
-        target.tv_sec = Int(host / 1_000_000_000)
-        target.tv_nsec = Int(host % 1_000_000_000)
-        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &target, nil) == EINTR, !domain.isFinished {}
-        vcpu.count(event: "waited for a deadline due within \(TickPredictor.nearWindow / 1000) us")
-    }
+    var ticks = TickPredictor()
 
     private func handle(_ exit: VMExit) {
         syncCoreTimer()
@@ -616,31 +537,6 @@ final class VCPURunner: @unchecked Sendable {
         // (Written every time: the core's iret to user mode sets it too.)
         let fastIO = vcpu.virtualIOPL >= (mode == .kernel ? 1 : 3)
         try? domain.memory.write(UInt8(fastIO ? 1 : 0), at: area.fastIOFlag(vcpu.id))
-    }
-
-    private func checkTimers() {
-        let now = domain.systemTime()
-        var firedDeadline: UInt64?
-        let fired = vcpu.timer.withLock { timer -> Bool in
-            var fired = false
-            if let deadline = timer.deadline, deadline <= now {
-                timer.deadline = nil
-                fired = true
-                firedDeadline = deadline
-            }
-            if let next = timer.periodicNext, let period = timer.period, next <= now {
-                let missed = (now - next) / period + 1
-                timer.periodicNext = next &+ missed &* period
-                fired = true
-            }
-            return fired
-        }
-        if let firedDeadline { ticks.fired(firedDeadline) }
-        if fired {
-            TimeKeeper.update(vcpu)
-            lastTimeUpdate = domain.clock.monotonicNanoseconds()
-            domain.raiseVIRQ(VIRQ.timer, vcpu: vcpu.id)
-        }
     }
 
     /// Blocks the vCPU (SCHEDOP_block, or SCHEDOP_poll when `ports` is given).

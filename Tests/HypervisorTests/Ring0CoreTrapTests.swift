@@ -603,6 +603,8 @@ struct Ring0CoreLocalTimerTests {
         #expect(test.vcpu.localTimerDue == 5_000_000)
         #expect(try harness.request(CoreLayout.vcpuRequestDeadline) == soon + 5_000_000 - 1_000 + FastTimer.lateness)
         #expect(test.vcpu.takeCoreTimerDeadline() == 5_000_000)
+        // The host arms the same value for the same deadline.
+        #expect(test.vcpu.localTimerTSC(for: 5_000_000, now: cga_rdtsc()) == soon + 5_000_000 - 1_000 + FastTimer.lateness)
         // Beyond KVM's reach: armed as far as it goes, and again when that fires.
         test.vcpu.setCoreWord(CoreLayout.vcpuTSCBase, UInt64.max / 2)
         #expect(try set(5_000_000, flags: 0) == 0)
