@@ -253,6 +253,16 @@ public final class VirtualCPU: @unchecked Sendable {
         }
     }
 
+    /// KVM's multiprocessing state of the vCPU (KVM_GET_MP_STATE: 0 runnable, 1
+    /// uninitialised, 2 init received, 3 halted, 4 SIPI received, ...).
+    public func multiprocessingState() throws(KVMError) -> UInt32 {
+        var state = kvm_mp_state(mp_state: 0)
+        guard withUnsafeMutablePointer(to: &state, { ckvm_ioctl_ptr(fd, CKVM_GET_MP_STATE, $0) }) == 0 else {
+            throw KVMError("KVM_GET_MP_STATE", errno: errno)
+        }
+        return state.mp_state
+    }
+
     /// Reads model-specific registers.
     public func getMSRs(_ indices: [UInt32]) throws(KVMError) -> [UInt64] {
         var list = ckvm_msr_list()

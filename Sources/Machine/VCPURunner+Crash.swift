@@ -1,4 +1,5 @@
 import Hypervisor
+import KVM
 
 /// How a vCPU's crash is reported: the reason, its registers and stack
 /// (`CrashReport`), and its flight recorder; for a triple fault, what is known of the
@@ -54,4 +55,22 @@ extension VCPURunner {
         context.rip = regs.rip; context.rflags = regs.rflags
         return context
     }
+
+    /// Signal exits in a row at one RIP after which a vCPU is reported as making no
+    /// progress (6 s with the 20 ms watchdog alone).
+    static let noProgressExits = 300
+
+    /// At a signal exit: a vCPU found at the same RIP `noProgressExits` times in a row
+    /// is reported once, with what KVM holds for it — a guest spinning on one
+    /// instruction, or an entry that never retires its first instruction.
+    func noteProgress(_ sregs: SpecialRegisters) {
+        let regs = cpu.registers
+        sameRIPExits = regs.rip == previousExit?.rip ? sameRIPExits + 1 : 0
+        guard sameRIPExits == Self.noProgressExits else { return }
+        let state = (try? cpu.multiprocessingState()).map { $0 == 0 ? "runnable" : "state \($0)" } ?? "unknown"
+        let deadline = localTimer ? ((try? cpu.getMSRs([MSR.tscDeadline]))?.first).map { ", TSC deadline \(hex($0))" } ?? "" : ""
+        domain.log.log(.warning, "\(vcpu.name): no progress: at \(hex(regs.rip)) (cs \(hex(UInt64(sregs.cs.selector))), rflags \(hex(regs.rflags))) "
+            + "through \(Self.noProgressExits) signal exits; KVM: \(state), \(cpu.hasEventInFlight ? "an event" : "no event") in flight\(deadline)")
+    }
 }
+

@@ -49,6 +49,8 @@ final class VCPURunner: @unchecked Sendable {
     let localTimer: Bool
     /// The deadline the host last armed the local APIC timer for (0: none).
     var armedLocalDeadline: UInt64 = 0
+    /// Signal exits in a row that found the vCPU at the same RIP (`noteProgress`).
+    var sameRIPExits = 0
 
     init(vcpu: VCPU, cpu: VirtualCPU, area: HypervisorArea, sampleInterval: UInt64? = nil, localTimer: Bool = false) throws(KVMError) {
         self.vcpu = vcpu
@@ -358,6 +360,7 @@ final class VCPURunner: @unchecked Sendable {
         case .interrupted:
             vcpu.count(exit: "signal")
             let sregs = cpu.specialRegisters
+            noteProgress(sregs)
             if sampling { sample(sregs) }
             waitForNearDeadline()
             if sregs.cs.selector & 3 == 0 {

@@ -23,9 +23,14 @@ public struct DomainSpec: Sendable {
     /// (else every hypercall leaves to the host; for comparison and debugging).
     public var ring0Core = true
     /// Run the guest's single-shot timer on each vCPU's local APIC inside the VM, where
-    /// KVM allows it (`Ring0Core.FastTimer`); false (the default): the host times it.
-    /// Opt-in while the emulated AMD-V machine misbehaves with it (docs/amdv-box.md).
-    public var apicTimer = false
+    /// KVM allows it (`Ring0Core.FastTimer`), or with the host's thread timers; nil
+    /// (the default): `usesAPICTimer` decides.
+    public var apicTimer: Bool?
+    /// Whether the domain's timer runs on the local APICs: as asked, else for a domain
+    /// with one vCPU only. With two or more, bringing a vCPU back up after CPU hotplug
+    /// leaves it stuck in the emulated AMD-V machine (docs/amdv-box.md), so those keep
+    /// the host's timers unless asked.
+    public var usesAPICTimer: Bool { apicTimer ?? (vcpus == 1) }
     /// Keep decompressed kernels for the next boot of the same image
     /// (`DecompressedImageCache.fromEnvironment`: $DOMUS_KERNEL_CACHE, or the user's cache
     /// directory).

@@ -204,7 +204,7 @@ public final class DomainManager: @unchecked Sendable {
         let machine: DomainMachine
         do {
             machine = try DomainMachine(kvm: kvm, domain: domain, area: prepared.area, boot: prepared.boot, clock: clock,
-                                        apicTimer: spec.apicTimer)
+                                        apicTimer: spec.usesAPICTimer)
         } catch {
             domain.onFinish.withLock { $0 = nil }
             domain.peers.withLock { $0 = nil }

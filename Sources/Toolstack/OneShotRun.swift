@@ -103,7 +103,7 @@ public enum OneShotRun {
         let machine: DomainMachine
         do {
             machine = try DomainMachine(kvm: kvm, domain: domain, area: prepared.area, boot: prepared.boot, clock: clock,
-                                        sampleInterval: options.sampleFile == nil ? nil : 1_000_000, apicTimer: options.spec.apicTimer)
+                                        sampleInterval: options.sampleFile == nil ? nil : 1_000_000, apicTimer: options.spec.usesAPICTimer)
         } catch {
             return failure(.crash, "cannot create the domain's VM: \(error)")
         }

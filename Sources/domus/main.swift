@@ -63,8 +63,8 @@ struct Run: ParsableCommand {
     var console = false
     @Flag(help: "Handle every hypercall in the host, without the in-VM ring-0 core (for comparison and debugging).")
     var noRing0Core = false
-    @Flag(help: "Run the guest's timer on each vCPU's local APIC inside the VM, where KVM has one (experimental: see docs/amdv-box.md).")
-    var apicTimer = false
+    @Flag(inversion: .prefixedNo, help: "Run the guest's timer on each vCPU's local APIC inside the VM, where KVM has one, or on the host's timers (default: the local APIC for a one-vCPU domain; see docs/amdv-box.md).")
+    var apicTimer: Bool?
     @Flag(help: "Decompress the kernel even if a decompressed copy of the same image is cached ($DOMUS_KERNEL_CACHE, else ~/.cache/domus/kernels).")
     var noKernelCache = false
     @Option(help: ArgumentHelp("Sample where each vCPU is every millisecond and write the samples to this file when the domain ends (symbolise the RIPs with the guest's System.map).", valueName: "file"))

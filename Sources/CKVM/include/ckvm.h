@@ -41,6 +41,7 @@ static const unsigned long CKVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
 static const unsigned long CKVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
 static const unsigned long CKVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
 static const unsigned long CKVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long CKVM_GET_MP_STATE = KVM_GET_MP_STATE;
 static const int CKVM_CAP_IRQCHIP = KVM_CAP_IRQCHIP;
 static const int CKVM_CAP_TSC_DEADLINE_TIMER = KVM_CAP_TSC_DEADLINE_TIMER;
 static const unsigned int CKVM_MP_STATE_RUNNABLE = KVM_MP_STATE_RUNNABLE;
