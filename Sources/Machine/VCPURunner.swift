@@ -502,6 +502,7 @@ final class VCPURunner: @unchecked Sendable {
         case .resume:
             break
         }
+        waitWhileDown()
         prepareResume(&context)
         if domain.isFinished {
             if case let .crashed(reason) = domain.lifecycle.withLock({ $0 }), crashReport == nil {
@@ -510,6 +511,18 @@ final class VCPURunner: @unchecked Sendable {
             return
         }
         resume(context, sregs: sregs, stubReturn: stubReturn)
+    }
+
+    /// A vCPU that took itself down (VCPUOP_down) stays in the hypercall until it is
+    /// brought up again, as Xen deschedules it there: only then are its timers, the TLB
+    /// flushes others asked of it meanwhile and its events taken, on the way back.
+    private func waitWhileDown() {
+        var waited = false
+        while !vcpu.online && !domain.isFinished {
+            wakeup.wait(until: nil, now: domain.clock.monotonicNanoseconds())
+            waited = true
+        }
+        if waited { domain.log.log(.debug, "\(vcpu.name): up again") }
     }
 
     /// Timers, remote flushes, GDT changes and event upcalls, before the guest runs.
