@@ -40,6 +40,18 @@ func buildError(_ build: () throws -> PreparedDomain) -> BuildError? {
 struct DomainBuilderTests {
     static let initrd = pattern(3 * 4096 + 100, seed: 9)
 
+    @Test("The local APIC timer: by default for one vCPU only; asked for or refused, as asked")
+    func apicTimerDefault() {
+        var one = DomainSpec(kernelPath: "k", vcpus: 1)
+        var two = DomainSpec(kernelPath: "k", vcpus: 2)
+        #expect(one.usesAPICTimer)
+        #expect(!two.usesAPICTimer)
+        one.apicTimer = false
+        two.apicTimer = true
+        #expect(!one.usesAPICTimer)
+        #expect(two.usesAPICTimer)
+    }
+
     @Test("The image is copied in 4 MiB chunks on several threads: every byte lands, nothing else is written")
     func parallelCopy() throws {
         let memory = try GuestMemory(ramBytes: 32 << 20)
