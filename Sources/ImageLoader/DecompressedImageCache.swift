@@ -81,8 +81,14 @@ public final class DecompressedImageCache: Sendable {
         var length: UInt64 = 0
         for index in 0..<8 { length |= UInt64(header[8 + index]) << (8 * UInt64(index)) }
         guard length == UInt64(status.st_size) - UInt64(Self.headerSize), length <= UInt64(max(0, limit)) else { return nil }
-        var bytes = [UInt8](repeating: 0, count: Int(length))
-        guard Self.readFully(descriptor, into: &bytes) else { return nil }
+        // Read straight into uninitialised storage: zeroing ~66 MiB first would be a
+        // second pass over memory the read fills anyway.
+        var complete = false
+        let bytes = [UInt8](unsafeUninitializedCapacity: Int(length)) { buffer, initialized in
+            complete = Self.readFully(descriptor, into: UnsafeMutableRawBufferPointer(buffer))
+            initialized = complete ? buffer.count : 0
+        }
+        guard complete else { return nil }
         // Most recently used: keeps it through eviction.
         try? FileManager.default.setAttributes([.modificationDate: Date()], ofItemAtPath: path(key))
         return bytes
@@ -90,17 +96,19 @@ public final class DecompressedImageCache: Sendable {
 
     /// Fills `buffer` from the descriptor's current position; false on a short read.
     private static func readFully(_ descriptor: Int32, into buffer: inout [UInt8]) -> Bool {
-        buffer.withUnsafeMutableBytes { raw -> Bool in
-            guard let base = raw.baseAddress else { return true }
-            var done = 0
-            while done < raw.count {
-                let count = read(descriptor, base + done, raw.count - done)
-                if count < 0 && errno == EINTR { continue }
-                guard count > 0 else { return false }
-                done += count
-            }
-            return true
+        buffer.withUnsafeMutableBytes { readFully(descriptor, into: $0) }
+    }
+
+    private static func readFully(_ descriptor: Int32, into raw: UnsafeMutableRawBufferPointer) -> Bool {
+        guard let base = raw.baseAddress else { return true }
+        var done = 0
+        while done < raw.count {
+            let count = read(descriptor, base + done, raw.count - done)
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { return false }
+            done += count
         }
+        return true
     }
 
     /// Stores `bytes` for `key`; returns whether it did.
