@@ -46,11 +46,12 @@ public final class DecompressedImageCache: Sendable {
         pendingWrites.wait(timeout: .now() + seconds) == .success
     }
 
-    /// The cache the environment asks for: `$DOMUS_KERNEL_CACHE` (a directory, or "off"),
-    /// else `$XDG_CACHE_HOME/domus/kernels`, else `$HOME/.cache/domus/kernels`; nil
-    /// when it is off or there is no such place.
+    /// The cache the environment asks for: `$DOMUS_KERNEL_CACHE` (a directory, "off",
+    /// or "on" for the default place), else `$XDG_CACHE_HOME/domus/kernels`, else
+    /// `$HOME/.cache/domus/kernels`; nil when it is off or there is no such place.
+    /// ("on" once made a cache directory named `on` wherever domus ran.)
     public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> DecompressedImageCache? {
-        if let setting = environment["DOMUS_KERNEL_CACHE"] {
+        if let setting = environment["DOMUS_KERNEL_CACHE"], setting != "on" {
             return setting.isEmpty || setting == "off" ? nil : DecompressedImageCache(directory: setting)
         }
         if let base = environment["XDG_CACHE_HOME"], base.hasPrefix("/") {

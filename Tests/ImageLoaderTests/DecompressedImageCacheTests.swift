@@ -106,6 +106,8 @@ struct DecompressedImageCacheTests {
         #expect(DecompressedImageCache.fromEnvironment(["DOMUS_KERNEL_CACHE": "/var/cache/k"])?.directory == "/var/cache/k")
         #expect(DecompressedImageCache.fromEnvironment(["XDG_CACHE_HOME": "/x", "HOME": "/root"])?.directory == "/x/domus/kernels")
         #expect(DecompressedImageCache.fromEnvironment(["HOME": "/root"])?.directory == "/root/.cache/domus/kernels")
+        #expect(DecompressedImageCache.fromEnvironment(["DOMUS_KERNEL_CACHE": "on", "HOME": "/root"])?.directory == "/root/.cache/domus/kernels")
+        #expect(DecompressedImageCache.fromEnvironment(["DOMUS_KERNEL_CACHE": "on"]) == nil)
         #expect(DecompressedImageCache.fromEnvironment([:]) == nil)
     }
 }
