@@ -82,6 +82,10 @@ public final class DomainMachine: @unchecked Sendable {
                                        hostAddress: region.hostAddress)
             }
             let localTimer = apicTimer && Self.createLocalTimers(vm, area: area, domain: domain)
+            if localTimer || !apicTimer {   // (a fallback says why itself)
+                domain.log.log(.debug, "d\(domain.id): the guest's single-shot timer runs "
+                    + (localTimer ? "on each vCPU's local APIC, inside the VM" : "on the host's thread timers"))
+            }
             let hostLeaves = try kvm.supportedCPUID()
             var runners: [VCPURunner] = []
             for vcpu in domain.vcpus {
